@@ -1,0 +1,62 @@
+"""The `cosjax` command line: `cosjax convert ...`, `cosjax demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from cosjax.configs import get_preset
+    from cosjax.weights.convert import convert_checkpoint
+
+    config = get_preset(args.preset).dit if args.preset else None
+    out = convert_checkpoint(
+        args.src, args.dst, dtype=args.dtype, config=config, overwrite=args.overwrite, progress=not args.quiet
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cosjax.demo import run_demo
+
+    run_demo(preset=args.preset, seed=args.seed, steps=args.steps, out=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cosjax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conv = sub.add_parser("convert", help="convert a PyTorch Wan DiT checkpoint to an Orbax folder")
+    conv.add_argument("src", help="Diffusers repo, official Wan repo/model folder, or .safetensors file")
+    conv.add_argument("dst", help="output folder (created atomically)")
+    conv.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    conv.add_argument("--preset", help="take the architecture from this preset instead of config.json")
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    conv.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv.set_defaults(func=_convert)
+
+    demo = sub.add_parser("demo", help="run a small flow-matching demo on a random tiny DiT")
+    demo.add_argument("--preset", default="tiny")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=8)
+    demo.add_argument("--out", default="runs/demo", help="folder for the demo's outputs")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError) as e:  # CheckpointError is a ValueError
+        print(f"cosjax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Checkpoint reading (safetensors), key maps, conversion to Orbax and loading."""

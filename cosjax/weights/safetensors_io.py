@@ -1,0 +1,102 @@
+"""A small streaming safetensors reader: one tensor at a time, with integrity checks.
+
+We read the format ourselves (8-byte little-endian header length, JSON header, raw data) rather than
+through torch or `safetensors.numpy`, so that bfloat16 works without torch, a tensor is read with one
+`seek` + `read` (no whole-file mapping), and a truncated or corrupt file is reported with its name
+before any data is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+DTYPES = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+_MAX_HEADER = 100 * 2**20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or folder is missing, corrupt, truncated or does not fit the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lives: file, byte range (absolute), dtype and shape."""
+
+    file: Path
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    def read(self) -> np.ndarray:
+        """Reads the tensor into a fresh numpy array."""
+        with open(self.file, "rb") as f:
+            f.seek(self.start)
+            data = f.read(self.end - self.start)
+        if len(data) != self.end - self.start:
+            raise CheckpointError(f"{self.file}: truncated while reading a tensor")
+        return np.frombuffer(data, self.dtype).reshape(self.shape).copy()
+
+
+def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
+    """Parses a safetensors header and checks every tensor lies inside the file.
+
+    Raises:
+      CheckpointError naming the file when it is missing, its header is corrupt, a dtype is
+      unsupported, a byte range is inconsistent with its shape, or the file is truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (shorter than its header length)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > _MAX_HEADER or 8 + n > size:
+            raise CheckpointError(f"{path}: corrupt safetensors header (length {n}, file {size} B)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header.pop("__metadata__", None)
+    entries = {}
+    for key, info in header.items():
+        try:
+            dtype = DTYPES[info["dtype"]]
+            shape = tuple(int(s) for s in info["shape"])
+            start, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: corrupt header entry for {key!r}: {info}") from None
+        if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or start > end:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has byte range {start}..{end}, which does "
+                f"not fit shape {shape} of {info['dtype']}"
+            )
+        if 8 + n + end > size:
+            raise CheckpointError(
+                f"{path}: truncated: tensor {key!r} ends at byte {8 + n + end} but the file has {size} bytes"
+            )
+        entries[key] = TensorEntry(path, dtype, shape, 8 + n + start, 8 + n + end)
+    return entries

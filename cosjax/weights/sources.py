@@ -1,0 +1,273 @@
+"""Finding and opening PyTorch Wan DiT checkpoints in the official or Diffusers layout.
+
+Recognised inputs (the layout is detected, never asked for):
+  * a Diffusers repo: `transformer/` (+ `transformer_2/` for A14B: high- then low-noise expert);
+  * an official A14B repo: `high_noise_model/` and `low_noise_model/`;
+  * one model folder: `config.json` + sharded safetensors with a `*.safetensors.index.json`, or
+    unsharded safetensors, in either key layout;
+  * a single `.safetensors` file, optionally with the `model.diffusion_model.` key prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from cosjax.configs import PRESETS, DiTConfig
+from cosjax.weights.dit_keys import Layout
+from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, read_header
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_PREFIX = "model.diffusion_model."
+_OFFICIAL_PROBE = "time_projection.1.weight"
+_DIFFUSERS_PROBE = "condition_embedder.time_proj.weight"
+
+
+@dataclasses.dataclass
+class ExpertSource:
+    """One DiT's weights on disk.
+
+    Attributes:
+      name: "dit", or "high_noise" / "low_noise" for the experts of an A14B mixture.
+      location: the folder or file it was read from.
+      layout: "official" or "diffusers" key names.
+      config: the architecture, from config.json, a preset, or inferred from tensor shapes.
+      tensors: key (prefix removed) -> where its bytes are.
+    """
+
+    name: str
+    location: Path
+    layout: Layout
+    config: DiTConfig
+    tensors: dict[str, TensorEntry]
+
+
+@dataclasses.dataclass
+class CheckpointSource:
+    """A checkpoint: one or two experts and, for mixtures, the high-noise boundary (t/1000)."""
+
+    experts: list[ExpertSource]
+    boundary: float | None
+
+    @property
+    def high_noise_expert(self) -> str | None:
+        names = [e.name for e in self.experts]
+        return "high_noise" if "high_noise" in names else None
+
+
+def open_checkpoint(path: str | Path, config: DiTConfig | None = None) -> CheckpointSource:
+    """Detects the layout of `path` and indexes every tensor (headers only, no data read).
+
+    Args:
+      path: a repo folder, a model folder or a .safetensors file (see the module docstring).
+      config: architecture to use instead of config.json / shape inference (e.g. a preset's).
+
+    Raises:
+      CheckpointError with the offending path when nothing recognisable is found, a shard is
+      missing, truncated or corrupt, or an index disagrees with its shards.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_file():
+        return CheckpointSource([_open_model(path, "dit", config)], None)
+    if (path / "transformer").is_dir():
+        names = ["transformer", "transformer_2"] if (path / "transformer_2").is_dir() else ["transformer"]
+        experts = [
+            _open_model(path / n, e, config)
+            for n, e in zip(names, ["high_noise", "low_noise"] if len(names) == 2 else ["dit"], strict=True)
+        ]
+        boundary = _read_json(path / "model_index.json").get("boundary_ratio") if len(names) == 2 else None
+        if len(experts) == 2 and boundary is None:
+            boundary = _default_boundary(experts[0].config)
+        return CheckpointSource(experts, boundary)
+    if (path / "high_noise_model").is_dir() or (path / "low_noise_model").is_dir():
+        for sub in ("high_noise_model", "low_noise_model"):
+            if not (path / sub).is_dir():
+                raise CheckpointError(f"{path}: has one A14B expert folder but {sub}/ is missing")
+        experts = [_open_model(path / f"{e}_model", e, config) for e in ("high_noise", "low_noise")]
+        return CheckpointSource(experts, _default_boundary(experts[0].config))
+    if list(path.glob("*.safetensors")) or list(path.glob("*.safetensors.index.json")):
+        return CheckpointSource([_open_model(path, "dit", config)], None)
+    raise CheckpointError(
+        f"{path}: no Wan DiT checkpoint found: expected transformer/ (Diffusers), high_noise_model/ "
+        f"and low_noise_model/ (official A14B), or .safetensors files"
+    )
+
+
+def _default_boundary(config: DiTConfig) -> float:
+    """The official MoE boundary for an A14B pair: 0.9 for I2V, 0.875 for T2V."""
+    name = "wan2.2-i2v-a14b" if config.model_type == "i2v" else "wan2.2-t2v-a14b"
+    return PRESETS[name].sampling.boundary
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
+
+
+def _open_model(location: Path, name: str, config: DiTConfig | None) -> ExpertSource:
+    tensors = _index_tensors(location)
+    if any(k.startswith(SINGLE_FILE_PREFIX) for k in tensors):
+        tensors = {k.removeprefix(SINGLE_FILE_PREFIX): v for k, v in tensors.items()}
+    if _DIFFUSERS_PROBE in tensors:
+        layout: Layout = "diffusers"
+    elif _OFFICIAL_PROBE in tensors:
+        layout = "official"
+    else:
+        raise CheckpointError(
+            f"{location}: not a Wan DiT checkpoint in a known layout: it holds neither "
+            f"{_OFFICIAL_PROBE!r} (official) nor {_DIFFUSERS_PROBE!r} (Diffusers)"
+        )
+    folder = location if location.is_dir() else location.parent
+    if config is None:
+        raw = _read_json(folder / "config.json")
+        config = config_from_json(raw, folder / "config.json") if raw else infer_config(tensors, layout)
+    return ExpertSource(name, location, layout, config, tensors)
+
+
+def _index_tensors(location: Path) -> dict[str, TensorEntry]:
+    """key -> TensorEntry over a file, or a folder's shards (through its index when there is one)."""
+    if location.is_file():
+        return read_header(location)
+    indexes = sorted(location.glob("*.safetensors.index.json"))
+    if len(indexes) > 1:
+        raise CheckpointError(f"{location}: several safetensors indexes: {[p.name for p in indexes]}")
+    if indexes:
+        index = _read_json(indexes[0])
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{indexes[0]}: corrupt index: no weight_map")
+        headers = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (location / shard).is_file():
+                raise CheckpointError(f"{location / shard}: shard listed in {indexes[0].name} is missing")
+            headers[shard] = read_header(location / shard)
+        tensors = {}
+        for key, shard in weight_map.items():
+            if key not in headers[shard]:
+                raise CheckpointError(
+                    f"{location / shard}: index {indexes[0].name} places {key!r} in "
+                    f"this shard, but the shard does not hold it"
+                )
+            tensors[key] = headers[shard][key]
+        for shard, header in headers.items():
+            for key in header.keys() - weight_map.keys():
+                raise CheckpointError(
+                    f"{location / shard}: holds {key!r}, which the index {indexes[0].name} does not list"
+                )
+        return tensors
+    files = sorted(location.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{location}: no .safetensors files")
+    tensors = {}
+    for f in files:
+        for key, entry in read_header(f).items():
+            if key in tensors:
+                raise CheckpointError(f"{f}: key {key!r} is also in {tensors[key].file}")
+            tensors[key] = entry
+    return tensors
+
+
+def config_from_json(raw: dict, where: Path) -> DiTConfig:
+    """DiTConfig from an official (`WanModel`) or Diffusers (`WanTransformer3DModel`) config.json."""
+    try:
+        if "num_attention_heads" in raw:  # Diffusers
+            if raw.get("image_dim") or raw.get("added_kv_proj_dim"):
+                raise CheckpointError(
+                    f"{where}: Wan2.1 I2V/FLF2V models with a CLIP image branch are not supported"
+                )
+            c_in, c_out = raw["in_channels"], raw["out_channels"]
+            return DiTConfig(
+                dim=raw["num_attention_heads"] * raw["attention_head_dim"],
+                ffn_dim=raw["ffn_dim"],
+                num_heads=raw["num_attention_heads"],
+                num_layers=raw["num_layers"],
+                in_dim=c_in,
+                out_dim=c_out,
+                model_type=_model_type(c_in, c_out),
+                patch_size=tuple(raw.get("patch_size", (1, 2, 2))),
+                text_dim=raw.get("text_dim", 4096),
+                freq_dim=raw.get("freq_dim", 256),
+                eps=raw.get("eps", 1e-6),
+            )
+        model_type = raw.get("model_type") or _model_type(raw["in_dim"], raw["out_dim"])
+        if model_type not in ("t2v", "i2v", "ti2v"):
+            raise CheckpointError(f"{where}: model_type {model_type!r} is not supported (t2v, i2v, ti2v are)")
+        return DiTConfig(
+            dim=raw["dim"],
+            ffn_dim=raw["ffn_dim"],
+            num_heads=raw["num_heads"],
+            num_layers=raw["num_layers"],
+            in_dim=raw["in_dim"],
+            out_dim=raw["out_dim"],
+            model_type=model_type,
+            patch_size=tuple(raw.get("patch_size", (1, 2, 2))),
+            text_len=raw.get("text_len", 512),
+            text_dim=raw.get("text_dim", 4096),
+            freq_dim=raw.get("freq_dim", 256),
+            eps=raw.get("eps", 1e-6),
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{where}: config lacks field {e}") from None
+
+
+def _model_type(in_dim: int, out_dim: int) -> str:
+    if in_dim == out_dim + 20:
+        return "i2v"
+    return "ti2v" if in_dim == out_dim == 48 else "t2v"
+
+
+def infer_config(tensors: Mapping[str, TensorEntry], layout: Layout) -> DiTConfig:
+    """Architecture from tensor shapes alone (single files without config.json).
+
+    The head count is not visible in the shapes; every Wan release uses head_dim 128, so
+    num_heads = dim / 128 (pass a config to override).
+    """
+    names = {
+        "official": (
+            "ffn.0.weight",
+            "text_embedding.0.weight",
+            "time_embedding.0.weight",
+            "head.head.weight",
+        ),
+        "diffusers": (
+            "ffn.net.0.proj.weight",
+            "condition_embedder.text_embedder.linear_1.weight",
+            "condition_embedder.time_embedder.linear_1.weight",
+            "proj_out.weight",
+        ),
+    }[layout]
+    try:
+        dim, in_dim, *patch = tensors["patch_embedding.weight"].shape
+        layers = {int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")}
+        ffn_dim = tensors[f"blocks.0.{names[0]}"].shape[0]
+        text_dim = tensors[names[1]].shape[1]
+        freq_dim = tensors[names[2]].shape[1]
+        out_dim = tensors[names[3]].shape[0] // (patch[0] * patch[1] * patch[2])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot infer the architecture from tensor shapes (missing {e}); "
+            f"add a config.json or pass a preset"
+        ) from None
+    log.warning("no config.json: architecture inferred from shapes, assuming head_dim 128")
+    return DiTConfig(
+        dim=dim,
+        ffn_dim=ffn_dim,
+        num_heads=max(1, dim // 128),
+        num_layers=max(layers) + 1,
+        in_dim=in_dim,
+        out_dim=out_dim,
+        model_type=_model_type(in_dim, out_dim),
+        patch_size=tuple(patch),
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+    )
