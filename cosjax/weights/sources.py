@@ -123,8 +123,9 @@ def _open_model(location: Path, name: str, config: DiTConfig | None) -> ExpertSo
     elif _OFFICIAL_PROBE in tensors:
         layout = "official"
     else:
+        files = sorted({e.file.name for e in tensors.values()})
         raise CheckpointError(
-            f"{location}: not a Wan DiT checkpoint in a known layout: it holds neither "
+            f"{location}: not a Wan DiT checkpoint in a known layout: {', '.join(files)} hold neither "
             f"{_OFFICIAL_PROBE!r} (official) nor {_DIFFUSERS_PROBE!r} (Diffusers)"
         )
     folder = location if location.is_dir() else location.parent
