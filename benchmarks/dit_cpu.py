@@ -16,6 +16,9 @@ Measured:
   * JAX steady-state forward: median over --repeats calls of the compiled function, each ended by
     `block_until_ready` (the first execution is a separate, untimed warm-up);
   * Diffusers forward: median over --repeats calls under `torch.no_grad()`, after one warm-up call.
+By default both models stay in memory (about 2 x 5.7 GB at 30 layers) and the timed calls alternate
+torch, JAX, torch, JAX, ... so that load from other processes hits both alike; `--sequential` times
+Diffusers first and frees it before loading the JAX weights.
 
 FLOP model of one forward (batch B, L = F'*H'*W' video tokens after the (1, 2, 2) patchify,
 Lt = text_len = 512 text tokens, D = dim, Fd = ffn_dim, Dt = text_dim, N = num_layers; one
@@ -63,6 +66,10 @@ def parse_args() -> argparse.Namespace:
                    help="non-zero text rows; the context is zero-padded to 512 tokens for both models")
     p.add_argument("--repeats", type=int, default=5, help="timed forwards per framework")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--sequential", action="store_true",
+                   help="time all torch runs, free the torch model, then time JAX (needs ~6 GB less "
+                        "memory; by default both stay loaded and the timed runs alternate torch/JAX "
+                        "so background load affects both alike)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=str, default=None, help="also write the results to this JSON file")
     return p.parse_args()
@@ -93,8 +100,8 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def bench_torch(model, x, t, context, repeats: int):
-    """(output as numpy, warm-up seconds, timed seconds) of the Diffusers forward under no_grad."""
+def torch_forward_fn(model, x, t, context):
+    """A no-argument Diffusers forward under no_grad on fixed inputs; returns the torch output."""
     import torch
 
     tx, tt, tc = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(context)
@@ -103,10 +110,7 @@ def bench_torch(model, x, t, context, repeats: int):
         with torch.no_grad():
             return model(tx, tt, tc, return_dict=False)[0]
 
-    t0 = time.perf_counter()
-    out = forward().numpy().copy()
-    warmup = time.perf_counter() - t0
-    return out, warmup, timed(forward, repeats)
+    return forward
 
 
 def main() -> None:
@@ -157,18 +161,25 @@ def main() -> None:
     print(f"built Diffusers model ({num_params / 1e9:.3f} B params) in {time.perf_counter() - t0:.1f} s",
           flush=True)
 
+    torch_times: list[float] = []
+    jax_times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="dit_cpu_bench_") as tmp:
         t0 = time.perf_counter()
         tmodel.save_pretrained(tmp)
         print(f"save_pretrained in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        # --- Diffusers forward ------------------------------------------------------------------------
-        v_torch, torch_warmup, torch_times = bench_torch(tmodel, x, t, context, args.repeats)
-        print(f"torch: warm-up {torch_warmup:.2f} s, times {[round(s, 3) for s in torch_times]}", flush=True)
-        del tmodel  # free its 5 GB before the JAX copy of the weights is made
-        gc.collect()
+        # --- Diffusers warm-up (and, with --sequential, all its timed runs) ---------------------------
+        torch_forward = torch_forward_fn(tmodel, x, t, context)
+        t0 = time.perf_counter()
+        v_torch = torch_forward().numpy().copy()
+        torch_warmup = time.perf_counter() - t0
+        print(f"torch: warm-up {torch_warmup:.2f} s", flush=True)
+        if args.sequential:
+            torch_times = timed(torch_forward, args.repeats)
+            del tmodel, torch_forward  # free its weights before the JAX copy is made
+            gc.collect()
 
-        # --- JAX forward ------------------------------------------------------------------------------
+        # --- JAX load, compile, first run -------------------------------------------------------------
         t0 = time.perf_counter()
         loaded = cosjax.load_dit(tmp, dtype="float32")
         jax.block_until_ready(loaded.params)
@@ -188,12 +199,23 @@ def main() -> None:
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
 
+    def jax_forward():
+        return jax.block_until_ready(compiled(params, jx, jt, jc))
+
     t0 = time.perf_counter()
-    v_jax = np.asarray(jax.block_until_ready(compiled(params, jx, jt, jc)))
+    v_jax = np.asarray(jax_forward())
     jax_first = time.perf_counter() - t0
-    jax_times = timed(lambda: jax.block_until_ready(compiled(params, jx, jt, jc)), args.repeats)
-    print(f"jax: lower {lower_s:.2f} s, compile {compile_s:.2f} s, first run {jax_first:.2f} s, "
-          f"times {[round(s, 3) for s in jax_times]}", flush=True)
+    print(f"jax: lower {lower_s:.2f} s, compile {compile_s:.2f} s, first run {jax_first:.2f} s", flush=True)
+
+    # --- timed runs: interleaved torch, jax, torch, jax, ... unless --sequential -------------------
+    if args.sequential:
+        jax_times = timed(jax_forward, args.repeats)
+    else:
+        for _ in range(args.repeats):
+            torch_times += timed(torch_forward, 1)
+            jax_times += timed(jax_forward, 1)
+    print(f"torch times {[round(s, 3) for s in torch_times]}", flush=True)
+    print(f"jax times   {[round(s, 3) for s in jax_times]}", flush=True)
 
     # --- agreement, FLOPs, report -------------------------------------------------------------------
     diff = v_jax.astype(np.float64) - v_torch.astype(np.float64)
@@ -239,7 +261,8 @@ def main() -> None:
                        "frames": args.frames, "height": args.height, "width": args.width,
                        "video_tokens": num_tokens, "text_len": cfg.text_len,
                        "text_tokens_nonzero": args.text_tokens, "dtype": "float32",
-                       "params": num_params, "repeats": args.repeats},
+                       "params": num_params, "repeats": args.repeats,
+                       "interleaved": not args.sequential},
             "jax": {"lower_s": lower_s, "compile_s": compile_s, "first_run_s": jax_first,
                     "times_s": jax_times, "median_s": jax_med, "gflops_per_s": jax_gflops},
             "torch": {"warmup_s": torch_warmup, "times_s": torch_times, "median_s": torch_med,

@@ -8,6 +8,7 @@ tensor plus one stacked leaf, never the whole checkpoint.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -128,6 +129,7 @@ def iter_leaves(expert: ExpertSource, dtype: np.dtype) -> Iterator[tuple[KeySpec
         for layer in range(config.num_layers):
             out[layer] = to_leaf(spec, expert.tensors[spec.key(layout, layer)].read())
         yield spec, out
+        del out  # let the consumer free this leaf before the next one is allocated
 
 
 def nest(path: tuple[str, ...], value) -> dict:
@@ -152,20 +154,37 @@ def load_expert_arrays(expert: ExpertSource, dtype: np.dtype) -> dict:
     return tree
 
 
+def _return_freed_memory() -> None:
+    """Hands freed heap back to the OS (glibc only; a no-op elsewhere).
+
+    tensorstore's writer threads allocate chunk buffers in per-thread malloc arenas that glibc keeps
+    after they are freed; without trimming, each written leaf would raise the resident baseline.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _write_expert(expert: ExpertSource, folder: Path, dtype: np.dtype, progress: bool) -> None:
     from orbax.checkpoint.experimental import v1 as ocp
 
     small: dict = {}
     bar = tqdm(total=len(KEY_SPECS), desc=f"convert {expert.name}", unit="tensor", disable=not progress)
-    for spec, leaf in iter_leaves(expert, dtype):
-        if spec.stacked:  # write big leaves as soon as they are complete, then drop them
-            ocp.partial.save(folder, nest(spec.path, leaf))
-        else:
-            _merge(small, nest(spec.path, leaf))
-        del leaf
-        bar.update()
-    ocp.partial.save(folder, small)
-    ocp.partial.finalize(folder)
+    # partial.save is synchronous and we never touch a leaf after saving it, so orbax need not keep
+    # its own deep copy of each host array (that copy would double the peak memory).
+    no_copy = ocp.options.MemoryOptions(deepcopy_host_arrays=False)
+    with ocp.Context(memory_options=no_copy):
+        for spec, leaf in iter_leaves(expert, dtype):
+            if spec.stacked:  # write big leaves as soon as they are complete, then drop them
+                ocp.partial.save(folder, nest(spec.path, leaf))
+            else:
+                _merge(small, nest(spec.path, leaf))
+            del leaf
+            _return_freed_memory()
+            bar.update()
+        ocp.partial.save(folder, small)
+        ocp.partial.finalize(folder)
     bar.close()
 
 
