@@ -54,22 +54,34 @@ import numpy as np
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--layers", type=int, default=30, help="transformer blocks (1.3B model: 30)")
     p.add_argument("--frames", type=int, default=3, help="latent frames T")
-    p.add_argument("--height", type=int, default=16,
-                   help="latent height H (480x832 video: a 60x104 latent, i.e. a 30x52 patch grid)")
+    p.add_argument(
+        "--height",
+        type=int,
+        default=16,
+        help="latent height H (480x832 video: a 60x104 latent, i.e. a 30x52 patch grid)",
+    )
     p.add_argument("--width", type=int, default=16, help="latent width W")
     p.add_argument("--batch", type=int, default=1, help="batch size")
-    p.add_argument("--text-tokens", type=int, default=64,
-                   help="non-zero text rows; the context is zero-padded to 512 tokens for both models")
+    p.add_argument(
+        "--text-tokens",
+        type=int,
+        default=64,
+        help="non-zero text rows; the context is zero-padded to 512 tokens for both models",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed forwards per framework")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
-    p.add_argument("--sequential", action="store_true",
-                   help="time all torch runs, free the torch model, then time JAX (needs ~6 GB less "
-                        "memory; by default both stay loaded and the timed runs alternate torch/JAX "
-                        "so background load affects both alike)")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="time all torch runs, free the torch model, then time JAX (needs ~6 GB less "
+        "memory; by default both stay loaded and the timed runs alternate torch/JAX "
+        "so background load affects both alike)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=str, default=None, help="also write the results to this JSON file")
     return p.parse_args()
@@ -82,13 +94,20 @@ def forward_flops(cfg, batch: int, num_tokens: int, text_len: int) -> dict[str, 
     L, lt = num_tokens, text_len
     linear = 2 * L * 4 * d * d + 2 * L * 2 * d * d + 2 * lt * 2 * d * d + 2 * L * 2 * d * fd
     attn = 4 * L * L * d + 4 * L * lt * d
-    outside = (2 * L * cfg.in_dim * pv * d + 2 * lt * (dt * d + d * d)
-               + 2 * (cfg.freq_dim * d + d * d + 6 * d * d) + 2 * L * d * cfg.out_dim * pv)
+    outside = (
+        2 * L * cfg.in_dim * pv * d
+        + 2 * lt * (dt * d + d * d)
+        + 2 * (cfg.freq_dim * d + d * d + 6 * d * d)
+        + 2 * L * d * cfg.out_dim * pv
+    )
     blocks_linear = batch * cfg.num_layers * linear
     blocks_attn = batch * cfg.num_layers * attn
-    return {"blocks_linear": float(blocks_linear), "blocks_attention": float(blocks_attn),
-            "embed_and_head": float(batch * outside),
-            "total": float(blocks_linear + blocks_attn + batch * outside)}
+    return {
+        "blocks_linear": float(blocks_linear),
+        "blocks_attention": float(blocks_attn),
+        "embed_and_head": float(batch * outside),
+        "total": float(blocks_linear + blocks_attn + batch * outside),
+    }
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -138,28 +157,45 @@ def main() -> None:
     x = rng.standard_normal((args.batch, base.in_dim, args.frames, args.height, args.width), np.float32)
     t = np.full((args.batch,), 500.0, np.float32)
     context = np.zeros((args.batch, base.text_len, base.text_dim), np.float32)
-    context[:, :args.text_tokens] = rng.standard_normal((args.batch, args.text_tokens, base.text_dim),
-                                                        np.float32)
+    context[:, : args.text_tokens] = rng.standard_normal(
+        (args.batch, args.text_tokens, base.text_dim), np.float32
+    )
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; "
-          f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), diffusers {diffusers.__version__}")
-    print(f"config: wan2.1-t2v-1.3b, layers={args.layers}, latent B,C,T,H,W="
-          f"{x.shape}, patch grid {grid} -> {num_tokens} video tokens, text {base.text_len} tokens "
-          f"({args.text_tokens} non-zero), float32", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; "
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), diffusers {diffusers.__version__}"
+    )
+    print(
+        f"config: wan2.1-t2v-1.3b, layers={args.layers}, latent B,C,T,H,W="
+        f"{x.shape}, patch grid {grid} -> {num_tokens} video tokens, text {base.text_len} tokens "
+        f"({args.text_tokens} non-zero), float32",
+        flush=True,
+    )
 
     # --- Diffusers model with random weights, saved for the JAX side ---------------------------------
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     tmodel = WanTransformer3DModel(
-        patch_size=base.patch_size, num_attention_heads=base.num_heads, attention_head_dim=base.head_dim,
-        in_channels=base.in_dim, out_channels=base.out_dim, text_dim=base.text_dim,
-        freq_dim=base.freq_dim, ffn_dim=base.ffn_dim, num_layers=args.layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=base.eps, rope_max_seq_len=1024,
+        patch_size=base.patch_size,
+        num_attention_heads=base.num_heads,
+        attention_head_dim=base.head_dim,
+        in_channels=base.in_dim,
+        out_channels=base.out_dim,
+        text_dim=base.text_dim,
+        freq_dim=base.freq_dim,
+        ffn_dim=base.ffn_dim,
+        num_layers=args.layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=base.eps,
+        rope_max_seq_len=1024,
     ).eval()
     num_params = sum(p.numel() for p in tmodel.parameters())
-    print(f"built Diffusers model ({num_params / 1e9:.3f} B params) in {time.perf_counter() - t0:.1f} s",
-          flush=True)
+    print(
+        f"built Diffusers model ({num_params / 1e9:.3f} B params) in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
 
     torch_times: list[float] = []
     jax_times: list[float] = []
@@ -227,46 +263,83 @@ def main() -> None:
     ratio = torch_med / jax_med
 
     print()
-    print(f"FLOPs per forward: {flops['total'] / 1e9:.1f} GFLOP (block linears "
-          f"{flops['blocks_linear'] / 1e9:.1f}, attention {flops['blocks_attention'] / 1e9:.1f}, "
-          f"embeddings+head {flops['embed_and_head'] / 1e9:.1f})")
-    print(f"output agreement: rel err ||jax - torch|| / ||torch|| = {rel_err:.3e}, max |diff| = "
-          f"{max_abs:.3e}, ||torch|| = {np.linalg.norm(v_torch):.3e}")
+    print(
+        f"FLOPs per forward: {flops['total'] / 1e9:.1f} GFLOP (block linears "
+        f"{flops['blocks_linear'] / 1e9:.1f}, attention {flops['blocks_attention'] / 1e9:.1f}, "
+        f"embeddings+head {flops['embed_and_head'] / 1e9:.1f})"
+    )
+    print(
+        f"output agreement: rel err ||jax - torch|| / ||torch|| = {rel_err:.3e}, max |diff| = "
+        f"{max_abs:.3e}, ||torch|| = {np.linalg.norm(v_torch):.3e}"
+    )
     print()
     header = f"{'framework':<22}{'compile s':>10}{'median s':>10}{'min s':>10}{'max s':>10}{'GFLOP/s':>10}"
     print(header)
     print("-" * len(header))
-    print(f"{'jax (jit, XLA CPU)':<22}{lower_s + compile_s:>10.2f}{jax_med:>10.3f}{min(jax_times):>10.3f}"
-          f"{max(jax_times):>10.3f}{jax_gflops:>10.1f}")
-    print(f"{'diffusers (torch)':<22}{'-':>10}{torch_med:>10.3f}{min(torch_times):>10.3f}"
-          f"{max(torch_times):>10.3f}{torch_gflops:>10.1f}")
+    print(
+        f"{'jax (jit, XLA CPU)':<22}{lower_s + compile_s:>10.2f}{jax_med:>10.3f}{min(jax_times):>10.3f}"
+        f"{max(jax_times):>10.3f}{jax_gflops:>10.1f}"
+    )
+    print(
+        f"{'diffusers (torch)':<22}{'-':>10}{torch_med:>10.3f}{min(torch_times):>10.3f}"
+        f"{max(torch_times):>10.3f}{torch_gflops:>10.1f}"
+    )
     print()
     print(f"ratio torch_time / jax_time = {ratio:.3f}  ({'JAX' if ratio > 1 else 'Diffusers'} faster)")
     load = os.getloadavg()
-    print(f"load average at the end (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-          f"on {os.cpu_count()} cores (other processes competing for the CPU skew the timings)")
+    print(
+        f"load average at the end (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+        f"on {os.cpu_count()} cores (other processes competing for the CPU skew the timings)"
+    )
 
     if rel_err > 1e-3:
-        print(f"WARNING: outputs disagree (rel err {rel_err:.3e} > 1e-3); the timings may not compare "
-              f"the same function")
+        print(
+            f"WARNING: outputs disagree (rel err {rel_err:.3e} > 1e-3); the timings may not compare "
+            f"the same function"
+        )
 
     if args.json:
         result = {
-            "machine": {"processor": platform.processor() or platform.machine(),
-                        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "loadavg_end": load},
-            "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                         "diffusers": diffusers.__version__},
-            "config": {"preset": "wan2.1-t2v-1.3b", "layers": args.layers, "batch": args.batch,
-                       "frames": args.frames, "height": args.height, "width": args.width,
-                       "video_tokens": num_tokens, "text_len": cfg.text_len,
-                       "text_tokens_nonzero": args.text_tokens, "dtype": "float32",
-                       "params": num_params, "repeats": args.repeats,
-                       "interleaved": not args.sequential},
-            "jax": {"lower_s": lower_s, "compile_s": compile_s, "first_run_s": jax_first,
-                    "times_s": jax_times, "median_s": jax_med, "gflops_per_s": jax_gflops},
-            "torch": {"warmup_s": torch_warmup, "times_s": torch_times, "median_s": torch_med,
-                      "gflops_per_s": torch_gflops},
+            "machine": {
+                "processor": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "loadavg_end": load,
+            },
+            "versions": {
+                "jax": jax.__version__,
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+            },
+            "config": {
+                "preset": "wan2.1-t2v-1.3b",
+                "layers": args.layers,
+                "batch": args.batch,
+                "frames": args.frames,
+                "height": args.height,
+                "width": args.width,
+                "video_tokens": num_tokens,
+                "text_len": cfg.text_len,
+                "text_tokens_nonzero": args.text_tokens,
+                "dtype": "float32",
+                "params": num_params,
+                "repeats": args.repeats,
+                "interleaved": not args.sequential,
+            },
+            "jax": {
+                "lower_s": lower_s,
+                "compile_s": compile_s,
+                "first_run_s": jax_first,
+                "times_s": jax_times,
+                "median_s": jax_med,
+                "gflops_per_s": jax_gflops,
+            },
+            "torch": {
+                "warmup_s": torch_warmup,
+                "times_s": torch_times,
+                "median_s": torch_med,
+                "gflops_per_s": torch_gflops,
+            },
             "flops": flops,
             "rel_err": rel_err,
             "max_abs_diff": max_abs,

@@ -107,7 +107,9 @@ def test_wrong_layout(tmp_path):
     folder = tmp_path / "vae"
     folder.mkdir()
     save_file({"encoder.conv1.weight": torch.zeros(4, 3, 3, 3, 3)}, str(folder / "model.safetensors"))
-    _convert_fails(folder, tmp_path, r"vae: not a Wan DiT checkpoint in a known layout: model.safetensors hold neither")
+    _convert_fails(
+        folder, tmp_path, r"vae: not a Wan DiT checkpoint in a known layout: model.safetensors hold"
+    )
 
 
 def test_nothing_recognisable(tmp_path):

@@ -133,8 +133,9 @@ def test_single_file_with_prefix_loads_directly(tmp_path):
     (tmp_path / "single" / "diffusion_pytorch_model.safetensors.index.json").unlink()
     (single,) = (tmp_path / "single").glob("*.safetensors")
     # head_dim is not visible in the shapes: give the architecture explicitly
-    config = cj.DiTConfig(dim=48, ffn_dim=96, num_heads=2, num_layers=2, in_dim=16, out_dim=16, text_dim=32,
-                          freq_dim=32)
+    config = cj.DiTConfig(
+        dim=48, ffn_dim=96, num_heads=2, num_layers=2, in_dim=16, out_dim=16, text_dim=32, freq_dim=32
+    )
     dit = cj.load_dit(single, config=config)
     x, y, ctx, n_txt, t = _inputs(model, 1, 2, 4, 6)
     assert relative_error(_ours(dit, x, y, ctx, n_txt, t), _reference_output(model, x, y, ctx, t)) <= F32_TOL

@@ -78,7 +78,18 @@ def test_key_count_and_parameter_total_of_i2v_a14b():
 
 
 def test_official_config_json_is_read():
-    raw = {"_class_name": "WanModel", "_diffusers_version": "0.33.0", "dim": 5120, "eps": 1e-06,
-           "ffn_dim": 13824, "freq_dim": 256, "in_dim": 36, "model_type": "i2v", "num_heads": 40,
-           "num_layers": 40, "out_dim": 16, "text_len": 512}
+    raw = {
+        "_class_name": "WanModel",
+        "_diffusers_version": "0.33.0",
+        "dim": 5120,
+        "eps": 1e-06,
+        "ffn_dim": 13824,
+        "freq_dim": 256,
+        "in_dim": 36,
+        "model_type": "i2v",
+        "num_heads": 40,
+        "num_layers": 40,
+        "out_dim": 16,
+        "text_len": 512,
+    }
     assert config_from_json(raw, "config.json") == cj.get_preset("wan2.2-i2v-a14b").dit

@@ -3,7 +3,8 @@
 A ~400 MB float32 checkpoint in the official layout (24 layers, 5 shards) is converted in a fresh
 subprocess. Its peak resident memory (VmHWM, reset after imports and a warm-up conversion so that
 library code and thread pools are not counted) must stay under the largest shard + the largest
-stacked output tensor + a 128 MiB margin (library buffers: tensorstore encodes ~0.7 of a leaf while writing it), well below the 400 MB the checkpoint holds.
+stacked output tensor + a 128 MiB margin (library buffers: tensorstore holds ~0.7 of a leaf while
+writing it), well below the 400 MB the checkpoint holds.
 """
 
 from __future__ import annotations
@@ -45,11 +46,27 @@ def _write_checkpoint(folder: Path, config: cj.DiTConfig, num_shards: int) -> in
         save_file(tensors, str(folder / name))
         weight_map.update({key: name for key, _ in part})
         del tensors
-    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": weight_map})
+    )
     c = config
-    (folder / "config.json").write_text(json.dumps(dict(
-        dim=c.dim, ffn_dim=c.ffn_dim, num_heads=c.num_heads, num_layers=c.num_layers, in_dim=c.in_dim,
-        out_dim=c.out_dim, model_type="t2v", text_len=512, text_dim=c.text_dim, freq_dim=c.freq_dim, eps=c.eps)))
+    (folder / "config.json").write_text(
+        json.dumps(
+            dict(
+                dim=c.dim,
+                ffn_dim=c.ffn_dim,
+                num_heads=c.num_heads,
+                num_layers=c.num_layers,
+                in_dim=c.in_dim,
+                out_dim=c.out_dim,
+                model_type="t2v",
+                text_len=512,
+                text_dim=c.text_dim,
+                freq_dim=c.freq_dim,
+                eps=c.eps,
+            )
+        )
+    )
     return max(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
@@ -79,16 +96,28 @@ def test_conversion_peak_memory(tmp_path, dtype):
     itemsize = np.dtype(np.float32 if dtype == "float32" else np.float16).itemsize
     largest_leaf = max(int(np.prod(s)) for s in leaf_shapes(CONFIG).values()) * itemsize
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tmp_path / "warm"), str(tmp_path / "big"), str(tmp_path / "out"), dtype],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(tmp_path / "warm"),
+            str(tmp_path / "big"),
+            str(tmp_path / "out"),
+            dtype,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     growth = result["peak"] - result["base"]
     budget = largest_shard + largest_leaf + 128 * MiB
-    print(f"{dtype}: checkpoint {total / MiB:.0f} MiB, largest shard {largest_shard / MiB:.0f} MiB, "
-          f"largest stacked leaf {largest_leaf / MiB:.0f} MiB, peak growth {growth / MiB:.0f} MiB, "
-          f"budget {budget / MiB:.0f} MiB")
+    print(
+        f"{dtype}: checkpoint {total / MiB:.0f} MiB, largest shard {largest_shard / MiB:.0f} MiB, "
+        f"largest stacked leaf {largest_leaf / MiB:.0f} MiB, peak growth {growth / MiB:.0f} MiB, "
+        f"budget {budget / MiB:.0f} MiB"
+    )
     assert total > 350 * MiB
     assert growth < budget
     assert cj.load_dit(tmp_path / "out").config == CONFIG
