@@ -86,7 +86,7 @@ def test_direct_pytorch_load_equals_converted(tmp_path):
     as_bf16 = cj.load_dit(tmp_path / "out", dtype="bfloat16")
     assert {leaf.dtype for leaf in jax.tree.leaves(as_bf16.params)} == {jnp.dtype(jnp.bfloat16)}
     with pytest.raises(ValueError, match=r"experts \['a', 'b'\]"):
-        cj.LoadedDiT(converted.config, {"a": 1, "b": 2}, None, jnp.float32).params
+        _ = cj.LoadedDiT(converted.config, {"a": 1, "b": 2}, None, jnp.float32).params
 
 
 def test_demo_writes_a_step_by_frame_grid(tmp_path):
