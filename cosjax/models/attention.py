@@ -16,11 +16,12 @@ import numpy as np
 
 def rope_tables(
     grid: tuple[int, int, int], split: tuple[int, int, int], theta: float = 10000.0
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[jax.Array, jax.Array]:
     """Cos/sin tables of Wan's 3-axis interleaved rotary embedding.
 
-    Built on the host in float64 (as the references do) from the static patch grid, then stored as
-    float32 constants, so they cost nothing per call.
+    The per-axis angles are computed on the host in float64 (as the references do) and embedded as
+    small constants ([size_axis, dim_axis / 2] each); the [L, head_dim / 2] tables are broadcast from
+    them inside the program, so a 75k-token grid adds no large constant to the compiled HLO.
 
     Args:
       grid: (F, H, W) patch grid; token index = (f * H + h) * W + w.
@@ -30,16 +31,19 @@ def rope_tables(
     Returns:
       (cos, sin), each float32 [F*H*W, head_dim // 2]: one angle per complex pair (x[2k], x[2k+1]).
     """
-    angles = []
+    cos_parts, sin_parts = [], []
     for axis, (size, dim) in enumerate(zip(grid, split, strict=True)):
         freqs = theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # [dim/2]
-        pos = np.arange(size, dtype=np.float64)
-        ang = np.outer(pos, freqs)  # [size, dim/2]
+        angle = np.outer(np.arange(size, dtype=np.float64), freqs)  # [size, dim/2]
         shape = [1, 1, 1, dim // 2]
         shape[axis] = size
-        angles.append(np.broadcast_to(ang.reshape(shape), (*grid, dim // 2)))
-    ang = np.concatenate(angles, axis=-1).reshape(-1, sum(split) // 2)
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+        for parts, table in ((cos_parts, np.cos(angle)), (sin_parts, np.sin(angle))):
+            parts.append(jnp.broadcast_to(table.astype(np.float32).reshape(shape), (*grid, dim // 2)))
+    half = sum(split) // 2
+    return (
+        jnp.concatenate(cos_parts, axis=-1).reshape(-1, half),
+        jnp.concatenate(sin_parts, axis=-1).reshape(-1, half),
+    )
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:

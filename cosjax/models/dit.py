@@ -251,7 +251,7 @@ class WanDiT(nn.Module):
         context = _dense(cfg.dim, dt, pdt, "text_embedding_1")(context)
         context = _dense(cfg.dim, dt, pdt, "text_embedding_2")(nn.gelu(context, approximate=True))
 
-        rope = tuple(jnp.asarray(a) for a in rope_tables(grid, cfg.rope_split, cfg.rope_theta))
+        rope = rope_tables(grid, cfg.rope_split, cfg.rope_theta)
         blocks = nn.scan(
             Block,
             variable_axes={"params": 0},
