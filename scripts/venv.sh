@@ -8,16 +8,18 @@ python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv with $python"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
 fi
 stamp="$venv/.installed-$profile-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+  echo "installing cosjax ($profile) into $venv (log: $venv/install.log)"
+  pip_install() { "$venv/bin/pip" install "$@" >>"$venv/install.log" 2>&1 || { tail -30 "$venv/install.log"; exit 1; }; }
   if [ "$profile" = test ]; then
     # torch first, pinned: the CPU wheel; anything asking for plain torch later is then satisfied.
-    "$venv/bin/pip" install -q "torch==2.13.0"
-    "$venv/bin/pip" install -q -e "$root[test]"
+    pip_install "torch==2.13.0"
+    pip_install -e "$root[test]"
   else
-    "$venv/bin/pip" install -q -e "$root"
+    pip_install -e "$root"
   fi
   touch "$stamp"
 fi
