@@ -14,7 +14,7 @@ Launch (from the repository root):
 Measured:
   * JAX compile time: `jax.jit(f).lower(...).compile()`, wall clock;
   * JAX steady-state forward: median over --repeats calls of the compiled function, each ended by
-    `block_until_ready` (the first execution is a separate, untimed warm-up);
+    `block_until_ready` (the first execution is a warm-up, reported apart as "first run");
   * Diffusers forward: median over --repeats calls under `torch.no_grad()`, after one warm-up call.
 By default both models stay in memory (about 2 x 5.7 GB at 30 layers) and the timed calls alternate
 torch, JAX, torch, JAX, ... so that load from other processes hits both alike; `--sequential` times
