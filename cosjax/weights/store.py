@@ -83,7 +83,7 @@ def load_dit(path: str | Path, dtype: str | None = None, config: DiTConfig | Non
     first = source.experts[0]
     stored = first.tensors["patch_embedding.weight"].dtype
     np_dtype = numpy_dtype(dtype or stored.name)
-    experts = {e.name: jax.tree.map(jnp.asarray, load_expert_arrays(e, np_dtype)) for e in source.experts}
+    experts = {e.name: load_expert_arrays(e, np_dtype, place=jax.device_put) for e in source.experts}
     return LoadedDiT(first.config, experts, source.boundary, jnp.dtype(np_dtype))
 
 
