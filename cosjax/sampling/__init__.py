@@ -1,0 +1,1 @@
+"""Sampling: sigma grids, flow-matching solvers and the scanned sampling loop."""
