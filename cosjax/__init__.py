@@ -2,9 +2,10 @@
 
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, get_preset
 from cosjax.models.dit import WanDiT, abstract_params, init_params
-from cosjax.plan import Plan
+from cosjax.plan import LayerPlan, Plan
 
 __all__ = [
+    "LayerPlan",
     "PRESETS",
     "DiTConfig",
     "ModelPreset",

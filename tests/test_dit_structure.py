@@ -12,7 +12,7 @@ from conftest import make_reference, save_official
 from flax import struct
 
 import cosjax as cj
-from cosjax.plan import Plan
+from cosjax.plan import LayerPlan
 
 
 def _compile_seconds(config: cj.DiTConfig, repeats: int = 3) -> float:
@@ -39,15 +39,15 @@ def test_compile_time_does_not_grow_with_depth():
 
 
 @struct.dataclass
-class ScaleLayer(Plan):
+class ScaleLayer(LayerPlan):
     """A test plan: multiply the residual stream after block `layer` by `factor`; capture its RMS."""
 
-    layer: jax.Array
-    factor: jax.Array
+    layer: jax.Array = None
+    factor: jax.Array = None
 
-    def after_block(self, layer, hidden):
+    def after_block(self, layer, hidden, state):
         hidden = jnp.where(layer == self.layer, hidden * self.factor, hidden)
-        return hidden, {"rms": jnp.sqrt(jnp.mean(hidden**2))}
+        return hidden, state, {"rms": jnp.sqrt(jnp.mean(hidden**2))}
 
 
 def test_plan_is_data_inside_the_layer_scan():
@@ -59,13 +59,13 @@ def test_plan_is_data_inside_the_layer_scan():
     run = jax.jit(lambda plan: module.apply({"params": params}, x, t, ctx, plan=plan))
 
     plain = module.apply({"params": params}, x, t, ctx)
-    identity, caps = run(ScaleLayer(layer=jnp.int32(1), factor=jnp.float32(1.0)))
+    identity, (caps, _) = run(ScaleLayer(layer=jnp.int32(1), factor=jnp.float32(1.0)))
     np.testing.assert_allclose(identity, plain, rtol=1e-6, atol=1e-6)  # the plan seam alone changes nothing
     assert caps["rms"].shape == (4,)  # one capture per layer, stacked by the scan
 
     rms_by_layer = []
     for layer in range(4):  # a sweep over layers: new data, same compiled program
-        out, caps = run(ScaleLayer(layer=jnp.int32(layer), factor=jnp.float32(0.0)))
+        out, (caps, _) = run(ScaleLayer(layer=jnp.int32(layer), factor=jnp.float32(0.0)))
         assert caps["rms"][layer] == 0.0 and not np.allclose(out, plain)
         rms_by_layer.append(caps["rms"])
     assert run._cache_size() == 1

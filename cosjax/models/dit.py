@@ -19,7 +19,7 @@ import numpy as np
 
 from cosjax.configs import DiTConfig
 from cosjax.models.attention import apply_rope, attention, rope_tables
-from cosjax.plan import EMPTY, Plan
+from cosjax.plan import EMPTY_LAYER_PLAN, LayerPlan
 
 Dtype = jnp.dtype
 
@@ -95,7 +95,7 @@ class Block(nn.Module):
     """One Wan transformer block, written as a scan body over the stacked layer axis.
 
     Args (of __call__):
-      x: float32 [B, L, D] residual stream (the scan carry).
+      carry: (x, state): x the float32 [B, L, D] residual stream, state the plan's capture state.
       layer: int32 scalar, this block's index (the scanned input).
       e0: float32 [B, 1 or L, 6, D] time modulation (1 when every token shares a timestep).
       context: [B, text_len, D] embedded text in the compute dtype.
@@ -103,7 +103,7 @@ class Block(nn.Module):
       plan: the intervention plan, applied after the block.
 
     Returns:
-      (x, captures): the new residual stream and the plan's captures for this layer.
+      ((x, state), ys): the new carry and the plan's per-layer outputs.
     """
 
     config: DiTConfig
@@ -112,8 +112,9 @@ class Block(nn.Module):
     backend: str | None
 
     @nn.compact
-    def __call__(self, x, layer, e0, context, rope, plan: Plan):
+    def __call__(self, carry, layer, e0, context, rope, plan: LayerPlan):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        x, state = carry
         modulation = self.param(
             "modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (6, cfg.dim), pdt
         )
@@ -131,7 +132,8 @@ class Block(nn.Module):
         h = nn.gelu(_dense(cfg.ffn_dim, dt, pdt, "fc1")(h), approximate=True)
         y = _dense(cfg.dim, dt, pdt, "fc2")(h)
         x = x + y.astype(jnp.float32) * c_gate
-        return plan.after_block(layer, x)
+        x, state, ys = plan.after_block(layer, x, state)
+        return (x, state), ys
 
 
 def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -216,7 +218,7 @@ class WanDiT(nn.Module):
         return grid
 
     @nn.compact
-    def __call__(self, x, t, context, y=None, plan: Plan | None = None):
+    def __call__(self, x, t, context, y=None, plan: LayerPlan | None = None):
         """Predicts the flow velocity.
 
         Args:
@@ -226,11 +228,12 @@ class WanDiT(nn.Module):
             inside (the padded rows are embedded and attended to, as in the official model).
           y: [B, C_y, T, H, W] conditioning concatenated after x on channels (I2V: 4 mask + 16
             image-latent channels), or None.
-          plan: intervention plan; None means the empty plan.
+          plan: the per-step intervention plan (`cosjax.plan.LayerPlan`); None means none.
 
         Returns:
-          v: float32 [B, out_dim, T, H, W] when plan is None, else (v, captures) where captures is
-          the plan's per-layer outputs stacked on a leading layer axis.
+          v: float32 [B, out_dim, T, H, W] when plan is None, else (v, (ys, state)) where ys are the
+          plan's per-layer outputs stacked on a leading layer axis and state its final capture
+          state (see `LayerPlan`).
         """
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         grid = self.check_inputs(x, t, context, y)
@@ -260,7 +263,8 @@ class WanDiT(nn.Module):
             length=cfg.num_layers,
         )(cfg, dt, pdt, self.attention_backend, name="blocks")
         layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-        h, captures = blocks(h, layers, e0, context, rope, EMPTY if plan is None else plan)
+        layer_plan = EMPTY_LAYER_PLAN if plan is None else plan
+        (h, state), ys = blocks((h, layer_plan.init_state(h)), layers, e0, context, rope, layer_plan)
 
         head_mod = self.param(
             "head_modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (2, cfg.dim), pdt
@@ -269,7 +273,7 @@ class WanDiT(nn.Module):
         h = layer_norm(h, cfg.eps) * (1 + m[:, :, 1]) + m[:, :, 0]
         out = _dense(cfg.patch_volume * cfg.out_dim, jnp.float32, pdt, "head")(h)
         v = unpatchify(out, grid, cfg.patch_size)
-        return v if plan is None else (v, captures)
+        return v if plan is None else (v, (ys, state))
 
 
 def abstract_params(config: DiTConfig, dtype: Dtype = jnp.float32):

@@ -20,7 +20,7 @@ NUM_TRAIN_TIMESTEPS = 1000
 GRIDS = ("official", "diffsynth", "diffusers")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Schedule:
     """A sampling schedule.
 
@@ -65,6 +65,4 @@ def make_schedule(grid: str, steps: int, shift: float) -> Schedule:
         timesteps = np.trunc(sigmas * NUM_TRAIN_TIMESTEPS)
     else:
         raise ValueError(f"unknown sigma grid {grid!r}; use one of {', '.join(GRIDS)}")
-    return Schedule(
-        sigmas=np.append(sigmas, 0.0).astype(np.float32), timesteps=timesteps.astype(np.float32)
-    )
+    return Schedule(sigmas=np.append(sigmas, 0.0).astype(np.float32), timesteps=timesteps.astype(np.float32))

@@ -20,7 +20,7 @@ from flax import struct
 SOLVERS = ("euler", "unipc")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Euler:
     """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i (Diffusers FlowMatchEuler, DiffSynth, VBVR)."""
 
@@ -87,7 +87,7 @@ def _unipc_coefficients(sigmas: np.ndarray) -> np.ndarray:
     return coef.astype(np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class UniPC:
     """UniPC multistep (bh2, order 2, predictor-corrector), as Wan's official sampler runs it."""
 
@@ -102,7 +102,10 @@ class UniPC:
         x, v = x.astype(jnp.float32), v.astype(jnp.float32)
         m = x - jnp.asarray(self.sigmas)[i] * v
         corrected = (
-            a * state.last_sample + b * state.m_prev + c * (state.m_prev2 - state.m_prev) + e * (m - state.m_prev)
+            a * state.last_sample
+            + b * state.m_prev
+            + c * (state.m_prev2 - state.m_prev)
+            + e * (m - state.m_prev)
         )
         x = jnp.where(i > 0, corrected, x)
         x_next = p * x + q * m + r * (state.m_prev - m)

@@ -1,0 +1,266 @@
+"""The sampling loop: a `lax.scan` over steps per expert, CFG as one batch of 2, plans as data.
+
+`make_sampler` returns a `Sampler`: a pure function `(cond, key, plan=None) -> Result` plus the static
+facts transforms need (number of steps and layers). Everything a run depends on is an argument, so
+`jax.jit(sampler)` compiles once per shape and a sweep over plans reuses that program.
+
+A14B mixtures run two scans: the high-noise expert for the leading steps with t >= boundary * 1000,
+then the low-noise expert; each with its own guidance scale. The split is fixed by the schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from cosjax.configs import DiTConfig
+from cosjax.models.dit import WanDiT
+from cosjax.plan import Plan
+from cosjax.sampling.schedules import Schedule, make_schedule
+from cosjax.sampling.solvers import make_solver
+
+
+@struct.dataclass
+class Conditioning:
+    """The encoded inputs of a sampling run.
+
+    Attributes:
+      context: [B, L_txt, text_dim] prompt embeddings (L_txt <= text_len).
+      negative: [B, L_neg, text_dim] negative-prompt embeddings, or None to run without CFG.
+      y: [B, C_in - C, T, H, W] I2V conditioning (4 mask + 16 image-latent channels), or None.
+      first_frame: [B, C, 1, H, W] TI2V image latent imposed on latent frame 0, or None.
+      noise: [B, C, T, H, W] float32 initial latents, or None to draw N(0, I) from the key.
+      latent_shape: (B, C, T, H, W) of the latents (static).
+    """
+
+    context: jax.Array
+    negative: jax.Array | None = None
+    y: jax.Array | None = None
+    first_frame: jax.Array | None = None
+    noise: jax.Array | None = None
+    latent_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+
+
+@struct.dataclass
+class Trace:
+    """What a plan asked to record (None where not asked).
+
+    Attributes:
+      x0: float32 [S, B, C, T, H, W] x0_hat = x_s - sigma_s v (CFG-combined v) at every step.
+      energy: float32 [S_e, K_e, B, L] per-token L2 norm of the chosen layers' residual streams
+        (conditional branch) at the chosen steps.
+      hidden: float32 [S_h, K_h, 2B (B without CFG), L, D] residual streams at the chosen
+        layers and steps.
+    """
+
+    x0: jax.Array | None = None
+    energy: jax.Array | None = None
+    hidden: jax.Array | None = None
+
+
+@struct.dataclass
+class Result:
+    """latents: float32 [B, C, T, H, W] final latents; trace: the recorded intermediates."""
+
+    latents: jax.Array
+    trace: Trace
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: grid and solver, steps, shift, guidance (low-noise, high-noise), boundary."""
+
+    steps: int
+    shift: float
+    guide_scale: tuple[float, float]
+    boundary: float | None = None
+    grid: str = "official"
+    solver: str = "unipc"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Sampler:
+    """A pure sampling function `(cond, key, plan=None) -> Result` and its static description.
+
+    Attributes:
+      fn: the function.
+      config: the DiT architecture (num_layers, patch size, channels).
+      schedule: the sigma grid and model timesteps.
+      segments: ((expert name, first step, end step, guidance scale), ...) in sampling order.
+    """
+
+    fn: Callable[..., Result]
+    config: DiTConfig
+    schedule: Schedule
+    segments: tuple[tuple[str, int, int, float], ...]
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    def __call__(self, cond: Conditioning, key: jax.Array, plan: Plan | None = None) -> Result:
+        return self.fn(cond, key, Plan() if plan is None else plan)
+
+    def wrap(self, fn: Callable[..., Result]) -> Sampler:
+        """The same sampler description around a new function (used by transforms)."""
+        return dataclasses.replace(self, fn=fn)
+
+
+def make_sampler(
+    config: DiTConfig,
+    experts: dict[str, Any],
+    settings: SamplerSettings,
+    dtype=jnp.float32,
+    attention_backend: str | None = None,
+) -> Sampler:
+    """Builds the sampler of a DiT (one expert, or the "high_noise"/"low_noise" pair).
+
+    Args:
+      config: the DiT architecture.
+      experts: expert name -> parameter tree ({"dit": ...} or {"high_noise": ..., "low_noise": ...}).
+      settings: schedule, solver and guidance.
+      dtype: compute dtype of the DiT matmuls.
+      attention_backend: attention backend name (None: by platform).
+    """
+    schedule = make_schedule(settings.grid, settings.steps, settings.shift)
+    solver = make_solver(settings.solver, schedule.sigmas)
+    low_scale, high_scale = settings.guide_scale
+    if set(experts) == {"high_noise", "low_noise"}:
+        split = schedule.high_noise_steps(settings.boundary)
+        segments = (("high_noise", 0, split, high_scale), ("low_noise", split, schedule.steps, low_scale))
+    elif len(experts) == 1:
+        segments = ((next(iter(experts)), 0, schedule.steps, low_scale),)
+    else:
+        raise ValueError(f"experts must be one DiT or high_noise + low_noise, got {sorted(experts)}")
+    segments = tuple(s for s in segments if s[2] > s[1])
+    module = WanDiT(config, dtype=dtype, param_dtype=dtype, attention_backend=attention_backend)
+    timesteps = jnp.asarray(schedule.timesteps)
+
+    def sample(cond: Conditioning, key: jax.Array, plan: Plan) -> Result:
+        shape = _check_conditioning(cond, config)
+        b = shape[0]
+        key_noise, key_plan = jax.random.split(key)
+        x = cond.noise if cond.noise is not None else jax.random.normal(key_noise, shape, jnp.float32)
+        x = _impose_first_frame(x.astype(jnp.float32), cond)
+        cfg = cond.negative is not None
+        context = _pad_text(cond.context, config.text_len)
+        if cfg:
+            context = jnp.concatenate([context, _pad_text(cond.negative, config.text_len)])
+        y = None if cond.y is None else (jnp.concatenate([cond.y, cond.y]) if cfg else cond.y)
+        first_frame_tokens = _first_frame_token_mask(shape, config) if cond.first_frame is not None else None
+        tokens = int(np.prod(shape[2:])) // config.patch_volume
+        batch = 2 * b if cfg else b
+        carry = (x, solver.init(x), _init_buffers(plan, b, batch, tokens, config.dim))
+
+        def step(params, scale, carry, i):
+            x, solver_state, buffers = carry
+            x = _impose_first_frame(_apply_noise(plan, x, i, jax.random.fold_in(key_plan, i)), cond)
+            t = jnp.full((b,), timesteps[i])
+            if first_frame_tokens is not None:  # TI2V: latent frame 0 is clean (t = 0)
+                t = jnp.where(first_frame_tokens[None, :], 0.0, t[:, None])
+            x_in = jnp.concatenate([x, x]) if cfg else x
+            t_in = jnp.concatenate([t, t]) if cfg else t
+            v, (ys, state) = module.apply({"params": params}, x_in, t_in, context, y, plan=plan.at_step(i))
+            if cfg:
+                v = v[b:] + scale * (v[:b] - v[b:])
+            solver_state, x_next, x0 = solver.step(solver_state, i, x, v)
+            x_next = _impose_first_frame(x_next, cond)
+            buffers = _update_buffers(plan, buffers, i, ys, state, b)
+            return (x_next, solver_state, buffers), (x0 if plan.trace_x0 else None)
+
+        traces = []
+        for name, start, end, scale in segments:
+            body = lambda c, i, p=experts[name], s=scale: step(p, s, c, i)  # noqa: E731
+            carry, x0 = jax.lax.scan(body, carry, jnp.arange(start, end, dtype=jnp.int32))
+            traces.append(x0)
+        x, _, buffers = carry
+        x0 = jnp.concatenate(traces) if plan.trace_x0 else None
+        return Result(latents=x, trace=Trace(x0=x0, **buffers))
+
+    return Sampler(sample, config, schedule, segments)
+
+
+def _check_conditioning(cond: Conditioning, config: DiTConfig) -> tuple[int, ...]:
+    shape = tuple(cond.latent_shape)
+    if len(shape) != 5:
+        raise ValueError(f"latent_shape must be (B, C, T, H, W), got {shape}")
+    if shape[1] != config.out_dim:
+        raise ValueError(f"latents have {shape[1]} channels; the model makes {config.out_dim}")
+    if cond.noise is not None and tuple(cond.noise.shape) != shape:
+        raise ValueError(f"noise has shape {tuple(cond.noise.shape)}, expected {shape}")
+    if cond.first_frame is not None and tuple(cond.first_frame.shape) != (*shape[:2], 1, *shape[3:]):
+        raise ValueError(f"first_frame must be [B, C, 1, H, W] = {(*shape[:2], 1, *shape[3:])}")
+    for name, ctx in (("context", cond.context), ("negative", cond.negative)):
+        if ctx is not None and (ctx.ndim != 3 or ctx.shape[0] != shape[0]):
+            raise ValueError(f"{name} must be [B, L_txt, {config.text_dim}] with B = {shape[0]}")
+    return shape
+
+
+def _pad_text(context: jax.Array, text_len: int) -> jax.Array:
+    if context.shape[1] > text_len:
+        raise ValueError(f"text has {context.shape[1]} tokens; the model takes at most {text_len}")
+    return jnp.pad(context, ((0, 0), (0, text_len - context.shape[1]), (0, 0)))
+
+
+def _impose_first_frame(x: jax.Array, cond: Conditioning) -> jax.Array:
+    if cond.first_frame is None:
+        return x
+    return x.at[:, :, :1].set(cond.first_frame.astype(x.dtype))
+
+
+def _first_frame_token_mask(shape: tuple[int, ...], config: DiTConfig) -> np.ndarray:
+    """bool [L]: the tokens of latent frame 0 (the patch grid is frame-major)."""
+    pt, ph, pw = config.patch_size
+    grid = (shape[2] // pt, shape[3] // ph, shape[4] // pw)
+    mask = np.zeros(grid, bool)
+    mask[: max(1, 1 // pt)] = True
+    return mask.reshape(-1)
+
+
+def _apply_noise(plan: Plan, x: jax.Array, i: jax.Array, key: jax.Array) -> jax.Array:
+    key_step, key_frame = jax.random.split(key)
+    if plan.noise_steps is not None:
+        x = jnp.where(plan.noise_steps[i], jax.random.normal(key_step, x.shape, x.dtype), x)
+    if plan.noise_frames is not None:
+        mask = plan.noise_frames[None, None, :, None, None] & plan.noise_frame_steps[i]
+        x = jnp.where(mask, jax.random.normal(key_frame, x.shape, x.dtype), x)
+    return x
+
+
+def _init_buffers(plan: Plan, b: int, batch: int, tokens: int, dim: int) -> dict:
+    buffers = {}
+    if plan.energy_layers is not None:
+        shape = (plan.energy_steps.shape[0], plan.energy_layers.shape[0], b, tokens)
+        buffers["energy"] = jnp.zeros(shape, jnp.float32)
+    if plan.hidden_layers is not None:
+        shape = (plan.hidden_steps.shape[0], plan.hidden_layers.shape[0], batch, tokens, dim)
+        buffers["hidden"] = jnp.zeros(shape, jnp.float32)
+    return buffers
+
+
+def _update_buffers(plan: Plan, buffers: dict, i: jax.Array, ys: dict, state, b: int) -> dict:
+    buffers = dict(buffers)
+    if "energy" in buffers:
+        hit = plan.energy_steps == i
+        energy = ys["energy"][plan.energy_layers][:, :b]  # [K_e, B, L], conditional branch
+        updated = jax.lax.dynamic_update_index_in_dim(buffers["energy"], energy, jnp.argmax(hit), 0)
+        buffers["energy"] = jnp.where(jnp.any(hit), updated, buffers["energy"])
+    if "hidden" in buffers:
+        hit = plan.hidden_steps == i
+        buffers["hidden"] = jax.lax.cond(
+            jnp.any(hit),
+            lambda buf: jax.lax.dynamic_update_index_in_dim(buf, state, jnp.argmax(hit), 0),
+            lambda buf: buf,
+            buffers["hidden"],
+        )
+    return buffers

@@ -1,0 +1,186 @@
+"""Sampler transforms: each takes a `Sampler` and returns one, so they compose like JAX transforms.
+
+    f = trace_x0(noise_at_step(pipe.sampler(), step=10))
+    out = jax.jit(f)(cond, key)        # out.latents, out.trace.x0 [S, B, C, T, H, W]
+
+A transform only writes fields of the `Plan` the sampler consumes (interventions are data), so an
+index given as a traced array sweeps without recompiling:
+
+    run = jax.jit(lambda cond, key, s: noise_at_step(f, s)(cond, key))   # one program for all s
+
+Indices given as Python ints are range-checked when the transform is built (frames when the
+sampler is called, since the frame count comes with the conditioning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosjax.plan import Plan
+from cosjax.sampling.sampler import Conditioning, Result, Sampler
+
+Index = int | jax.Array
+
+
+def _check(values, upper: int, what: str) -> None:
+    """Range-checks concrete indices (ints, lists, numpy); traced values pass through."""
+    if isinstance(values, jax.core.Tracer):
+        return
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{what} index must be an integer, got {values!r}")
+    if arr.size and (arr.min() < 0 or arr.max() >= upper):
+        raise ValueError(
+            f"{what} index {values!r} out of range: the sampler has {upper} {what}s (0..{upper - 1})"
+        )
+
+
+def _indices(values: Index | Sequence[int], upper: int, what: str) -> jax.Array:
+    _check(values, upper, what)
+    return jnp.atleast_1d(jnp.asarray(values, jnp.int32))
+
+
+def _mask(values: Index | Sequence[int], upper: int, what: str) -> jax.Array:
+    """bool [upper] with True at the given indices."""
+    return jnp.zeros((upper,), bool).at[_indices(values, upper, what)].set(True)
+
+
+def _or(old: jax.Array | None, new: jax.Array) -> jax.Array:
+    return new if old is None else old | new
+
+
+def _unset(plan: Plan, *fields: str) -> None:
+    taken = [f for f in fields if getattr(plan, f) is not None]
+    if taken:
+        raise ValueError(f"the plan already sets {taken}; this transform cannot be applied twice")
+
+
+def trace_x0(f: Sampler) -> Sampler:
+    """Records x0_hat = x_s - sigma_s v at every step: `result.trace.x0` float32 [S, B, C, T, H, W]."""
+    return f.wrap(lambda cond, key, plan: f.fn(cond, key, plan.replace(trace_x0=True)))
+
+
+def noise_at_step(f: Sampler, step: Index | Sequence[int]) -> Sampler:
+    """At step(s) `step`, replaces the latents (all frames) by fresh N(0, I) before the model call.
+
+    Steps before `step` are untouched; the conditioning (text, I2V `y`, TI2V frame 0) is kept.
+    """
+    mask = _mask(step, f.steps, "step")
+    return f.wrap(
+        lambda cond, key, plan: f.fn(cond, key, plan.replace(noise_steps=_or(plan.noise_steps, mask)))
+    )
+
+
+def noise_at_frame(f: Sampler, frame: Index | Sequence[int], steps: Sequence[int] | None = None) -> Sampler:
+    """Replaces latent frame(s) `frame` by fresh N(0, I) before the model call at every step (or
+    only at `steps`). The conditioning is untouched."""
+    step_mask = jnp.ones((f.steps,), bool) if steps is None else _mask(steps, f.steps, "step")
+
+    def fn(cond: Conditioning, key, plan: Plan) -> Result:
+        frames = cond.latent_shape[2]
+        mask = _mask(frame, frames, "latent frame")
+        plan = plan.replace(
+            noise_frames=_or(plan.noise_frames, mask),
+            noise_frame_steps=_or(plan.noise_frame_steps, step_mask),
+        )
+        return f.fn(cond, key, plan)
+
+    return f.wrap(fn)
+
+
+def capture(f: Sampler, layers: Sequence[int], steps: Sequence[int], what: str = "energy") -> Sampler:
+    """Records activations of `layers` at `steps`.
+
+    what="energy": `trace.energy` float32 [len(steps), len(layers), B, L], the per-token L2 norm of
+      the residual stream after each chosen block (conditional CFG branch).
+    what="hidden": `trace.hidden` float32 [len(steps), len(layers), 2B, L, D], the full residual
+      streams (both CFG halves; B without CFG), e.g. as the source of `swap_layer`.
+    Token order is the patch grid's (f * H' + h) * W' + w.
+    """
+    layer_idx = _indices(layers, f.num_layers, "layer")
+    step_idx = _indices(steps, f.steps, "step")
+    if what == "energy":
+        fields = ("energy_layers", "energy_steps")
+    elif what == "hidden":
+        fields = ("hidden_layers", "hidden_steps")
+    else:
+        raise ValueError(f"capture what={what!r}; use 'energy' or 'hidden'")
+
+    def fn(cond, key, plan: Plan) -> Result:
+        _unset(plan, *fields)
+        return f.fn(cond, key, plan.replace(**dict(zip(fields, (layer_idx, step_idx), strict=True))))
+
+    return f.wrap(fn)
+
+
+def swap_layer(f: Sampler, layer: Index, step: Index | Sequence[int], source: jax.Array) -> Sampler:
+    """After block `layer` at step(s) `step`, the residual stream becomes `source`.
+
+    Args:
+      layer: the block index.
+      step: one step, or several.
+      source: float32 [2B, L, D] for one step or [len(steps), 2B, L, D], typically
+        `trace.hidden[:, k]` captured from another run (same shapes; B without CFG).
+    """
+    _check(layer, f.num_layers, "layer")
+    step_idx = _indices(step, f.steps, "step")
+    source = jnp.asarray(source, jnp.float32)
+    if source.ndim == 3:
+        source = source[None]
+    if source.ndim != 4 or source.shape[0] != step_idx.shape[0]:
+        raise ValueError(
+            f"source must be [batch, L, D] or [{step_idx.shape[0]}, batch, L, D], got {source.shape}"
+        )
+
+    def fn(cond, key, plan: Plan) -> Result:
+        _unset(plan, "swap_source")
+        layer_arr = jnp.asarray(layer, jnp.int32)
+        return f.fn(cond, key, plan.replace(swap_layer=layer_arr, swap_steps=step_idx, swap_source=source))
+
+    return f.wrap(fn)
+
+
+def default_ensemble_layers(num_layers: int) -> range:
+    """The paper's middle layers: 20-29 of 40, i.e. [L/2, 3L/4) for other depths."""
+    return range(num_layers // 2, (3 * num_layers) // 4)
+
+
+def ensemble(
+    f: Sampler,
+    seeds: int = 3,
+    layers: Sequence[int] | None = None,
+    steps: Sequence[int] = (0,),
+    axis_name: str = "ensemble",
+) -> Sampler:
+    """The training-free ensemble: `seeds` runs whose chosen layers at the chosen steps continue from
+    the mean of their residual streams across seeds (`lax.pmean` over a `vmap` axis).
+
+    Keys: called with one key, seed 0 uses that key (so seed 0 is the plain run's trajectory until
+    the first merge) and seed i uses `fold_in(key, i)`; called with a key array [seeds], those keys.
+
+    Output: the stacked per-seed results, every array with a leading seed axis [seeds, ...]. Each
+    seed keeps its own latents after the merge; score seed 0 to compare against the plain sampler
+    with the same key, or all of them.
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    layers = default_ensemble_layers(f.num_layers) if layers is None else layers
+    layer_mask = _mask(list(layers), f.num_layers, "layer")
+    step_mask = _mask(list(steps), f.steps, "step")
+
+    def fn(cond, key, plan: Plan) -> Result:
+        _unset(plan, "merge_layers")
+        if jnp.ndim(key) == 0:
+            keys = jnp.stack([key] + [jax.random.fold_in(key, i) for i in range(1, seeds)])
+        elif key.shape[0] == seeds:
+            keys = key
+        else:
+            raise ValueError(f"ensemble of {seeds} seeds got keys of shape {key.shape}")
+        plan = plan.replace(merge_layers=layer_mask, merge_steps=step_mask, merge_axis=axis_name)
+        return jax.vmap(lambda k: f.fn(cond, k, plan), axis_name=axis_name)(keys)
+
+    return f.wrap(fn)
