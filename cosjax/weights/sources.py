@@ -115,7 +115,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _open_model(location: Path, name: str, config: DiTConfig | None) -> ExpertSource:
-    tensors = _index_tensors(location)
+    tensors = index_tensors(location)
     if any(k.startswith(SINGLE_FILE_PREFIX) for k in tensors):
         tensors = {k.removeprefix(SINGLE_FILE_PREFIX): v for k, v in tensors.items()}
     if _DIFFUSERS_PROBE in tensors:
@@ -135,7 +135,7 @@ def _open_model(location: Path, name: str, config: DiTConfig | None) -> ExpertSo
     return ExpertSource(name, location, layout, config, tensors)
 
 
-def _index_tensors(location: Path) -> dict[str, TensorEntry]:
+def index_tensors(location: Path) -> dict[str, TensorEntry]:
     """key -> TensorEntry over a file, or a folder's shards (through its index when there is one)."""
     if location.is_file():
         return read_header(location)

@@ -27,7 +27,7 @@ import numpy as np
 
 from cosjax.models.t5 import UMT5_XXL, T5Config, abstract_params
 from cosjax.weights.safetensors_io import CheckpointError
-from cosjax.weights.sources import _index_tensors
+from cosjax.weights.sources import index_tensors
 
 Layout = Literal["official", "hf"]
 _DTYPES = (np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
@@ -284,7 +284,7 @@ def open_t5(path: str | Path, config: T5Config | None = None) -> tuple[T5Config,
         tensors = _open_pth(path)
         config_file = None
     else:
-        tensors = _index_tensors(path)
+        tensors = index_tensors(path)
         config_file = (path if path.is_dir() else path.parent) / "config.json"
     if config is None and config_file is not None and config_file.is_file():
         try:

@@ -1,0 +1,239 @@
+"""Pipeline: a loaded model plus the glue from inputs (image, prompt embeddings) to a sampler.
+
+    pipe = Pipeline.from_pretrained("ckpt/vbvr-wan2.2", preset="vbvr")
+    cond = pipe.condition(image=img, prompt_embeds=ctx, frames=33)
+    out = jax.jit(pipe.sampler())(cond, jax.random.key(1))
+
+Sampling presets:
+  * "official": the checkpoint's Wan2.x defaults (`configs.SamplingDefaults`): UniPC on the
+    official grid, its steps, shift, per-expert guidance and MoE boundary.
+  * "vbvr": what VBVR-Wan2.2 and the paper run (`paper-and-vbvr.md` 1.3): 50 Euler steps on the
+    DiffSynth grid, shift 5, CFG 5.0 for both experts, boundary 0.875, Wan's default negative
+    prompt, seed 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
+from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
+from cosjax.weights.store import LoadedDiT, load_dit
+
+log = logging.getLogger(__name__)
+
+SAMPLING_PRESETS = ("official", "vbvr")
+VBVR_SEED = 1
+# Wan's default negative prompt (`wan/configs/shared_config.py`, sample_neg_prompt), used by the
+# official pipelines and VBVR whenever no negative prompt is given.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+
+def sampler_settings(model: ModelPreset, preset: str, num_experts: int) -> SamplerSettings:
+    """The SamplerSettings of sampling preset `preset` ("official" or "vbvr") for `model`."""
+    if preset == "official":
+        s: SamplingDefaults = model.sampling
+        boundary = s.boundary if num_experts == 2 else None
+        return SamplerSettings(s.steps, s.shift, s.guide_scale, boundary, grid="official", solver="unipc")
+    if preset == "vbvr":
+        boundary = 0.875 if num_experts == 2 else None
+        return SamplerSettings(50, 5.0, (5.0, 5.0), boundary, grid="diffsynth", solver="euler")
+    raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
+
+
+def match_model(config: DiTConfig) -> ModelPreset:
+    """The named model whose DiT is `config`; a derived preset for unnamed architectures."""
+    for preset in PRESETS.values():
+        if preset.dit == config:
+            return preset
+    base = {"i2v": "wan2.2-i2v-a14b", "ti2v": "wan2.2-ti2v-5b"}.get(config.model_type, "wan2.1-t2v-1.3b")
+    return dataclasses.replace(PRESETS[base], name=f"custom-{config.model_type}", dit=config)
+
+
+def check_frames(frames: int) -> int:
+    """Wan videos have 4k + 1 frames (the VAE's temporal stride is 4, plus the first frame)."""
+    if frames < 1 or (frames - 1) % 4:
+        raise ValueError(f"frame count {frames} is not of the form 4k + 1 (e.g. 33, 49, 81)")
+    return (frames - 1) // 4 + 1
+
+
+def check_size(height: int, width: int, model: ModelPreset) -> tuple[int, int]:
+    """Latent (H, W) of a (height, width) video; errors unless VAE stride x patch tiles it."""
+    _, sh, sw = model.vae_stride
+    _, ph, pw = model.dit.patch_size
+    if height <= 0 or width <= 0 or height % (sh * ph) or width % (sw * pw):
+        raise ValueError(
+            f"size {height}x{width} cannot be tiled: height must be a multiple of {sh * ph} and width of "
+            f"{sw * pw} (VAE stride {sh}x{sw} times patch {ph}x{pw})"
+        )
+    return height // sh, width // sw
+
+
+def image_to_array(image: Any) -> np.ndarray:
+    """An RGB image (PIL image, path, or uint8 / float [H, W, 3] array) -> float32 [3, H, W] in [-1, 1]."""
+    if isinstance(image, str | os.PathLike):
+        import imageio.v3 as iio
+
+        image = iio.imread(image)
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"image must be RGB [H, W, 3], got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.min() < 0.0 or arr.max() > 1.0:
+        raise ValueError("float images must hold values in [0, 1]")
+    return (arr.astype(np.float32) * 2.0 - 1.0).transpose(2, 0, 1)
+
+
+def truncate_text(embeds: jax.Array, text_len: int) -> jax.Array:
+    """Keeps the first `text_len` tokens of [B, L, D] prompt embeddings, warning when it cuts."""
+    if embeds.shape[1] > text_len:
+        log.warning("prompt has %d tokens; truncated to %d as the reference does", embeds.shape[1], text_len)
+        return embeds[:, :text_len]
+    return embeds
+
+
+def i2v_mask(latent_frames: int, height: int, width: int) -> jax.Array:
+    """The 4-channel I2V mask [1, 4, T, H, W]: ones on latent frame 0, zeros elsewhere."""
+    return jnp.zeros((1, 4, latent_frames, height, width), jnp.float32).at[:, :, 0].set(1.0)
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """A Wan model ready to sample: the DiT (one expert or two), its named preset and settings.
+
+    Attributes:
+      dit: the loaded DiT.
+      model: the named model preset (architecture, VAE geometry, official defaults).
+      settings: the sampler settings of the chosen sampling preset.
+      vae: an object with `encode(video [B, 3, F, H, W]) -> latents` and `decode(latents)`, or None.
+      text_encoder: a callable `prompts -> [B, L, text_dim]` embeddings, or None.
+    """
+
+    dit: LoadedDiT
+    model: ModelPreset
+    settings: SamplerSettings
+    vae: Any = None
+    text_encoder: Any = None
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, preset: str = "official", dtype: str | None = None
+    ) -> Pipeline:
+        """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`."""
+        if preset not in SAMPLING_PRESETS:
+            raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
+        dit = load_dit(path, dtype=dtype)
+        model = match_model(dit.config)
+        return cls(dit, model, sampler_settings(model, preset, len(dit.experts)))
+
+    def sampler(self, **overrides) -> Sampler:
+        """The pure sampling function `(cond, key, plan=None) -> Result`; `overrides` replace fields of
+        the preset's SamplerSettings (steps, shift, guide_scale, boundary, grid, solver)."""
+        settings = dataclasses.replace(self.settings, **overrides)
+        return make_sampler(self.dit.config, self.dit.experts, settings, dtype=self.dit.dtype)
+
+    def condition(
+        self,
+        image: Any = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        *,
+        prompt_embeds: jax.Array | None = None,
+        negative_embeds: jax.Array | None = None,
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        cfg: bool = True,
+    ) -> Conditioning:
+        """Encodes one run's inputs into a `Conditioning` (batch 1).
+
+        Args:
+          image: first frame for I2V / TI2V (PIL, path or [H, W, 3] array); its size is the video
+            size unless height/width are given.
+          prompt, negative_prompt: text (needs a text encoder); the negative prompt defaults to
+            Wan's. Or give `prompt_embeds` / `negative_embeds` [1, L, text_dim] directly.
+          frames: pixel frames, 4k + 1 (default: the model's).
+          height, width: pixel size (default: the image's, else the model's default size).
+          cfg: run classifier-free guidance (needs negative embeddings).
+        """
+        cfg_dit, model = self.dit.config, self.model
+        latent_frames = check_frames(frames or model.sampling.frame_num)
+        pixels = None if image is None else image_to_array(image)
+        if height is None or width is None:
+            height, width = pixels.shape[1:] if pixels is not None else model.sampling.size[::-1]
+        lat_h, lat_w = check_size(height, width, model)
+        context = self._embed(prompt, prompt_embeds, "prompt")
+        negative = None
+        if cfg:
+            negative = self._embed(negative_prompt or WAN_NEGATIVE_PROMPT, negative_embeds, "negative prompt")
+        shape = (1, cfg_dit.out_dim, latent_frames, lat_h, lat_w)
+        y = first_frame = None
+        if cfg_dit.model_type == "i2v":
+            if pixels is None:
+                raise ValueError("an I2V model needs an image")
+            video = jnp.zeros((1, 3, (latent_frames - 1) * 4 + 1, height, width), jnp.float32)
+            video = video.at[:, :, 0].set(_resize(pixels, height, width))
+            y = jnp.concatenate([i2v_mask(latent_frames, lat_h, lat_w), self._vae().encode(video)], axis=1)
+        elif cfg_dit.model_type == "ti2v" and pixels is not None:
+            first_frame = self._vae().encode(_resize(pixels, height, width)[None, :, None])
+        return Conditioning(
+            context=context, negative=negative, y=y, first_frame=first_frame, latent_shape=shape
+        )
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        """Latents [B, C, T, H, W] -> video float32 [B, 3, F, H', W'] in [-1, 1]."""
+        return self._vae().decode(latents)
+
+    @staticmethod
+    def save_video(video: jax.Array, path: str | Path, fps: int = 16) -> Path:
+        """Writes video [3, F, H, W] or [1, 3, F, H, W] in [-1, 1] as an mp4 (atomically)."""
+        import imageio.v3 as iio
+
+        frames = np.asarray(video)
+        frames = frames[0] if frames.ndim == 5 else frames
+        frames = ((np.clip(frames, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 3, 0)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        iio.imwrite(tmp, frames, fps=fps, codec="libx264", macro_block_size=1)
+        os.replace(tmp, path)
+        return path
+
+    def _embed(self, text: str | None, embeds: jax.Array | None, what: str) -> jax.Array:
+        if embeds is not None:
+            embeds = jnp.asarray(embeds, jnp.float32)
+            if embeds.ndim != 3 or embeds.shape[0] != 1 or embeds.shape[2] != self.dit.config.text_dim:
+                raise ValueError(
+                    f"{what} embeddings must be [1, L, {self.dit.config.text_dim}], got {embeds.shape}"
+                )
+            return truncate_text(embeds, self.dit.config.text_len)
+        if self.text_encoder is None:
+            raise ValueError(
+                f"this pipeline has no text encoder: pass {what} embeddings ({what.split()[0]}_embeds)"
+            )
+        return truncate_text(self.text_encoder([text or ""]), self.dit.config.text_len)
+
+    def _vae(self):
+        if self.vae is None:
+            raise ValueError("this pipeline has no VAE loaded; image conditioning and decoding need one")
+        return self.vae
+
+
+def _resize(pixels: np.ndarray, height: int, width: int) -> jax.Array:
+    """[3, h, w] in [-1, 1] -> [3, height, width] (bicubic; identity when the size already fits)."""
+    if pixels.shape[1:] == (height, width):
+        return jnp.asarray(pixels)
+    return jax.image.resize(jnp.asarray(pixels), (3, height, width), method="bicubic")
