@@ -20,3 +20,23 @@ from cosjax.weights.convert import convert_checkpoint  # noqa: E402
 from cosjax.weights.store import LoadedDiT, load_dit  # noqa: E402
 
 __all__ += ["LoadedDiT", "convert_checkpoint", "load_dit"]
+
+from cosjax.pipeline import Pipeline  # noqa: E402
+from cosjax.sampling.sampler import Conditioning, Result, Sampler, SamplerSettings, Trace, make_sampler  # noqa: E402
+from cosjax.transforms import capture, ensemble, noise_at_frame, noise_at_step, swap_layer, trace_x0  # noqa: E402
+
+__all__ += [
+    "Conditioning",
+    "Pipeline",
+    "Result",
+    "Sampler",
+    "SamplerSettings",
+    "Trace",
+    "capture",
+    "ensemble",
+    "make_sampler",
+    "noise_at_frame",
+    "noise_at_step",
+    "swap_layer",
+    "trace_x0",
+]
