@@ -2,9 +2,9 @@
 
     cosjax demo [--preset tiny] [--steps 8] [--out runs/demo]
 
-Runs a plain Euler flow-matching loop (x <- x + (s_next - s) * v, as one `lax.scan`) from noise,
-records x0-hat = x - s * v at every step, prints timings, and writes the x0-hat trajectory of latent
-channel 0 as a step x frame image grid. The weights are random, so the pictures are structureless;
+Samples with the real sampler (Euler on the DiffSynth grid, CFG, one `lax.scan`) under `trace_x0`,
+which records x0-hat = x - s * v at every step, prints timings, and writes the x0-hat trajectory of
+latent channel 0 as a step x frame image grid. The weights are random, so the pictures are structureless;
 the point is that the whole model path compiles once and runs in seconds. A later release replaces
 the random weights with the embedded trained model.
 """
@@ -20,28 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.configs import get_preset
-from cosjax.models.dit import WanDiT, init_params
-
-
-def euler_x0_trajectory(module: WanDiT, params, noise, context, sigmas):
-    """Euler flow sampling that also returns x0-hat at every step.
-
-    Args:
-      noise: float32 [B, C, T, H, W] starting latents at sigma = sigmas[0].
-      context: [B, L_txt, text_dim] text embeddings.
-      sigmas: float32 [N + 1], decreasing from ~1 to 0.
-
-    Returns:
-      (final latents [B, C, T, H, W], x0-hat per step [N, B, C, T, H, W]).
-    """
-
-    def step(x, s):
-        s_now, s_next = s
-        t = jnp.full((x.shape[0],), s_now * 1000.0)
-        v = module.apply({"params": params}, x, t, context)
-        return x + (s_next - s_now) * v, x - s_now * v
-
-    return jax.lax.scan(step, noise, (sigmas[:-1], sigmas[1:]))
+from cosjax.models.dit import init_params
+from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler
+from cosjax.transforms import trace_x0
 
 
 def run_demo(preset: str = "tiny", seed: int = 0, steps: int = 8, out: str = "runs/demo") -> Path:
@@ -52,24 +33,26 @@ def run_demo(preset: str = "tiny", seed: int = 0, steps: int = 8, out: str = "ru
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     print(f"model: preset {preset!r}, {cfg.num_layers} layers, dim {cfg.dim}, {n_params:,} parameters")
 
-    c_latent = cfg.out_dim
-    noise = jax.random.normal(key_noise, (1, c_latent, 3, 16, 16), jnp.float32)
+    shape = (1, cfg.out_dim, 3, 16, 16)
     context = jax.random.normal(key_text, (1, 8, cfg.text_dim), jnp.float32)
-    shift = 5.0
-    s = np.linspace(1.0, 0.0, steps + 1)[:-1]
-    sigmas = jnp.asarray(np.append(shift * s / (1 + (shift - 1) * s), 0.0), jnp.float32)
+    cond = Conditioning(context=context, negative=jnp.zeros((1, 1, cfg.text_dim)), latent_shape=shape)
+    settings = SamplerSettings(
+        steps=steps, shift=5.0, guide_scale=(5.0, 5.0), grid="diffsynth", solver="euler"
+    )
+    sampler = trace_x0(make_sampler(cfg, {"dit": params}, settings))
 
-    module = WanDiT(cfg)
-    sample = jax.jit(lambda p, n, c, s: euler_x0_trajectory(module, p, n, c, s))
+    sample = jax.jit(sampler)
     t0 = time.perf_counter()
-    compiled = sample.lower(params, noise, context, sigmas).compile()
+    compiled = sample.lower(cond, key_noise).compile()
     t1 = time.perf_counter()
-    latents, x0 = jax.block_until_ready(compiled(params, noise, context, sigmas))
+    result = jax.block_until_ready(compiled(cond, key_noise))
     t2 = time.perf_counter()
+    latents, x0 = result.latents, result.trace.x0
     print(
-        f"compile {t1 - t0:.2f} s; {steps} steps on {noise.shape} latents in {t2 - t1:.3f} s "
+        f"compile {t1 - t0:.2f} s; {steps} Euler steps with CFG on {shape} latents in {t2 - t1:.3f} s "
         f"on {jax.devices()[0].platform}"
     )
+    sigmas = sampler.schedule.sigmas
     for i, frame in enumerate(np.asarray(x0)):
         print(f"  step {i:2d}  sigma {float(sigmas[i]):.3f}  |x0_hat| rms {np.sqrt((frame**2).mean()):.3f}")
 
