@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
+from cosjax.models import vae as vae_lib
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
 from cosjax.weights.store import LoadedDiT, load_dit
+from cosjax.weights.vae_keys import load_vae_diffusers
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,29 @@ def i2v_mask(latent_frames: int, height: int, width: int) -> jax.Array:
 
 
 @dataclasses.dataclass
+class VAE:
+    """A Wan VAE bound to its weights: `encode(video) -> latents`, `decode(latents) -> video`.
+
+    Video float32 [B, 3, F, H, W] in [-1, 1] (F = 4k + 1); latents normalised as the pipelines use
+    them, [B, z_dim, (F - 1) / 4 + 1, H / s, W / s] (see `cosjax.models.vae`).
+    """
+
+    config: vae_lib.VAEConfig
+    params: Any
+
+    @classmethod
+    def load(cls, path: str | Path) -> VAE:
+        """Loads a Diffusers-layout VAE (a pipeline folder with `vae/`, the VAE folder, or its file)."""
+        return cls(*load_vae_diffusers(path))
+
+    def encode(self, video: jax.Array) -> jax.Array:
+        return vae_lib.encode(self.params, video, self.config)
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        return vae_lib.decode(self.params, latents, self.config)
+
+
+@dataclasses.dataclass
 class Pipeline:
     """A Wan model ready to sample: the DiT (one expert or two), its named preset and settings.
 
@@ -130,14 +155,24 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, preset: str = "official", dtype: str | None = None
+        cls,
+        path: str | Path,
+        preset: str = "official",
+        dtype: str | None = None,
+        vae: str | Path | None = None,
     ) -> Pipeline:
-        """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`."""
+        """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`.
+
+        The VAE comes from `vae` if given, else from `path/vae` when that folder exists (Diffusers
+        layout); without one the pipeline samples from latents and embeddings only.
+        """
         if preset not in SAMPLING_PRESETS:
             raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
         dit = load_dit(path, dtype=dtype)
         model = match_model(dit.config)
-        return cls(dit, model, sampler_settings(model, preset, len(dit.experts)))
+        vae_path = Path(vae) if vae is not None else Path(path) / "vae"
+        loaded_vae = VAE.load(vae_path) if vae is not None or vae_path.is_dir() else None
+        return cls(dit, model, sampler_settings(model, preset, len(dit.experts)), vae=loaded_vae)
 
     def sampler(self, **overrides) -> Sampler:
         """The pure sampling function `(cond, key, plan=None) -> Result`; `overrides` replace fields of

@@ -31,9 +31,11 @@ def _check(values, upper: int, what: str) -> None:
     if isinstance(values, jax.core.Tracer):
         return
     arr = np.asarray(values)
+    if arr.size == 0:
+        raise ValueError(f"no {what} index given")
     if arr.dtype.kind not in "iu":
         raise ValueError(f"{what} index must be an integer, got {values!r}")
-    if arr.size and (arr.min() < 0 or arr.max() >= upper):
+    if arr.min() < 0 or arr.max() >= upper:
         raise ValueError(
             f"{what} index {values!r} out of range: the sampler has {upper} {what}s (0..{upper - 1})"
         )
@@ -145,8 +147,8 @@ def swap_layer(f: Sampler, layer: Index, step: Index | Sequence[int], source: ja
 
 
 def default_ensemble_layers(num_layers: int) -> range:
-    """The paper's middle layers: 20-29 of 40, i.e. [L/2, 3L/4) for other depths."""
-    return range(num_layers // 2, (3 * num_layers) // 4)
+    """The paper's middle layers: 20-29 of 40, i.e. [L/2, 3L/4) for other depths (at least one)."""
+    return range(num_layers // 2, max(num_layers // 2 + 1, (3 * num_layers) // 4))
 
 
 def ensemble(

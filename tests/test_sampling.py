@@ -17,7 +17,7 @@ import torch
 from conftest import make_reference, relative_error
 
 import cosjax as cj
-from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler
+from cosjax.pipeline import Pipeline
 from cosjax.sampling.schedules import make_schedule
 from cosjax.sampling.solvers import make_solver
 
@@ -174,18 +174,25 @@ def test_i2v_pipeline_parity_with_diffusers(tmp_path):
             output_type="latent",
         ).frames.numpy()
 
-    experts = {}
-    for name, model in (("high_noise", high), ("low_noise", low)):
-        model.save_pretrained(tmp_path / name)
-        experts[name] = cj.load_dit(tmp_path / name).params
-    settings = SamplerSettings(steps=steps, shift=5.0, guide_scale=(3.0, 4.0), boundary=0.9, grid="diffusers")
-    sampler = make_sampler(cj.load_dit(tmp_path / "high_noise").config, experts, settings)
-    assert [s[:3] for s in sampler.segments] == [("high_noise", 0, 5), ("low_noise", 5, 12)]
+    # ours: the same checkpoints through our converter, our VAE for the image conditioning
+    high.save_pretrained(tmp_path / "src" / "transformer")
+    low.save_pretrained(tmp_path / "src" / "transformer_2")
+    vae.save_pretrained(tmp_path / "src" / "vae")
+    (tmp_path / "src" / "model_index.json").write_text('{"boundary_ratio": 0.9}')
+    cj.convert_checkpoint(tmp_path / "src", tmp_path / "ckpt", dtype="float32", progress=False)
+    pipe = Pipeline.from_pretrained(tmp_path / "ckpt", vae=tmp_path / "src" / "vae")
     j = lambda a: jnp.asarray(a.numpy())  # noqa: E731
-    cond = Conditioning(
-        context=j(ctx[:, :6]), negative=j(neg[:, :3]), y=j(y), noise=j(noise), latent_shape=tuple(noise.shape)
+    cond = pipe.condition(
+        image=(pixels[0].permute(1, 2, 0).numpy() + 1) / 2,
+        prompt_embeds=j(ctx[:, :6]),
+        negative_embeds=j(neg[:, :3]),
+        frames=frames,
     )
-    out = jax.jit(sampler)(cond, jax.random.key(0))
+    y_err = relative_error(cond.y, y.numpy())
+    assert y_err <= 1e-4
+    sampler = pipe.sampler(steps=steps, shift=5.0, guide_scale=(3.0, 4.0), boundary=0.9, grid="diffusers")
+    assert [s[:3] for s in sampler.segments] == [("high_noise", 0, 5), ("low_noise", 5, 12)]
+    out = jax.jit(sampler)(cond.replace(noise=j(noise)), jax.random.key(0))
     err = relative_error(out.latents, ref)
-    print(f"I2V pipeline: relative error {err:.1e}")
+    print(f"I2V pipeline: conditioning relative error {y_err:.1e}, final latents {err:.1e}")
     assert err <= 1e-4

@@ -200,6 +200,11 @@ def test_bad_indices_are_refused_before_compiling(moe):
         T.capture(sampler, layers=[0], steps=[0], what="logits")
     with pytest.raises(ValueError, match=r"source must be \[batch, L, D\] or \[2, batch, L, D\]"):
         T.swap_layer(sampler, 0, [0, 1], jnp.zeros((1, 2, 12, 48)))
+    assert list(T.default_ensemble_layers(40)) == list(range(20, 30)) and list(
+        T.default_ensemble_layers(2)
+    ) == [1]
+    with pytest.raises(ValueError, match="no layer index given"):
+        T.ensemble(sampler, layers=[])
     with pytest.raises(ValueError, match="seeds must be >= 1"):
         T.ensemble(sampler, seeds=0)
     with pytest.raises(ValueError, match="cannot be applied twice"):
