@@ -223,7 +223,7 @@ def _first_frame_token_mask(shape: tuple[int, ...], config: DiTConfig) -> np.nda
     pt, ph, pw = config.patch_size
     grid = (shape[2] // pt, shape[3] // ph, shape[4] // pw)
     mask = np.zeros(grid, bool)
-    mask[: max(1, 1 // pt)] = True
+    mask[0] = True  # patch frame 0 holds latent frame 0
     return mask.reshape(-1)
 
 
