@@ -196,3 +196,76 @@ def test_i2v_pipeline_parity_with_diffusers(tmp_path):
     err = relative_error(out.latents, ref)
     print(f"I2V pipeline: conditioning relative error {y_err:.1e}, final latents {err:.1e}")
     assert err <= 1e-4
+
+
+def test_ti2v_image_pipeline_parity_with_diffusers(tmp_path):
+    """TI2V with an image: per-token timesteps (t = 0 on latent frame 0), frame 0 held at the image's
+    Wan2.2-VAE latent, against Diffusers' WanImageToVideoPipeline(expand_timesteps=True)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
+
+    dit = make_reference(in_channels=48, out_channels=48, seed=5)
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        decoder_base_dim=8,
+        z_dim=48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        patch_size=2,
+        in_channels=12,
+        out_channels=12,
+        scale_factor_spatial=16,
+        latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48,
+    ).eval()
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+    )
+    pipe = WanImageToVideoPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=dit,
+        expand_timesteps=True,
+    )
+    h, w, frames, steps = 64, 96, 9, 8
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, h, w, generator=gen)
+    ctx, neg = torch.zeros(1, 512, 32), torch.zeros(1, 512, 32)
+    ctx[:, :6] = torch.randn(1, 6, 32, generator=gen)
+    neg[:, :3] = torch.randn(1, 3, 32, generator=gen)
+    noise = torch.randn(1, 48, 3, h // 16, w // 16, generator=gen)
+    with torch.no_grad():
+        ref = pipe(
+            image=image,
+            prompt_embeds=ctx,
+            negative_prompt_embeds=neg,
+            height=h,
+            width=w,
+            num_frames=frames,
+            num_inference_steps=steps,
+            guidance_scale=5.0,
+            latents=noise.clone(),
+            output_type="latent",
+        ).frames.numpy()
+
+    dit.save_pretrained(tmp_path / "src" / "transformer")
+    vae.save_pretrained(tmp_path / "src" / "vae")
+    cj.convert_checkpoint(tmp_path / "src", tmp_path / "ckpt", dtype="float32", progress=False)
+    ours = Pipeline.from_pretrained(tmp_path / "ckpt", vae=tmp_path / "src" / "vae")
+    assert ours.dit.config.model_type == "ti2v"
+    j = lambda a: jnp.asarray(a.numpy())  # noqa: E731
+    cond = ours.condition(
+        image=image[0].permute(1, 2, 0).numpy(),
+        prompt_embeds=j(ctx[:, :6]),
+        negative_embeds=j(neg[:, :3]),
+        frames=frames,
+    )
+    sampler = ours.sampler(steps=steps, shift=5.0, guide_scale=(5.0, 5.0), grid="diffusers")
+    out = jax.jit(sampler)(cond.replace(noise=j(noise)), jax.random.key(0))
+    err = relative_error(out.latents, ref)
+    print(f"TI2V pipeline: final latents relative error {err:.1e}")
+    assert err <= 1e-4
