@@ -1,0 +1,337 @@
+"""Prompt cleaning, umT5 tokenization and the cached `TextEncoder`, against transformers.
+
+Everything is built offline: a tiny Unigram `tokenizer.json` shaped like umT5's (`<pad>` = 0,
+`</s>` = 1, `<unk>` = 2, a Metaspace pre-tokenizer, a post-processor appending `</s>`), and tiny
+random `UMT5EncoderModel`s saved with `save_pretrained` next to it in a Diffusers-style repo folder
+(`tokenizer/`, `text_encoder/`). The reference cleaning below is written from `wan22.md` section 7
+(ftfy, html.unescape twice, strip, `regex` \\s+ -> " ").
+
+Tolerance: float32 relative error <= 1e-5 per prompt on its real rows (same reasoning as
+`test_t5_parity.py`); rows past a prompt's length must be exactly zero on both sides.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+from conftest import relative_error
+from test_t5_parity import official_state
+
+from cosjax import text
+from cosjax.models import t5
+
+ftfy = pytest.importorskip("ftfy")
+regex = pytest.importorskip("regex")
+
+TEXT_LEN = t5.TEXT_LEN
+TOL = 1e-5
+WORDS = ("a", "the", "cat", "dog", "on", "red", "mat", "car", "café", "fine", "jerry", "tom")
+CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:'\"&<>/!?-é"
+LONG = " ".join(["the red cat sat on a mat, and a dog drove the car."] * 60)  # > 700 tokens
+PROMPTS = [
+    "A red cat on the mat.",
+    "",
+    "  Tom &amp;amp; Jerry\t\n drive   a  CAR&nbsp;!  ",
+    "cafÃ© “fine” ﬁne ＡＢＣ 東京 <b>dog</b>",
+    LONG,
+]
+
+
+def reference_clean(s: str) -> str:
+    s = html.unescape(html.unescape(ftfy.fix_text(s))).strip()
+    return regex.sub(r"\s+", " ", s).strip()
+
+
+def write_tokenizer(folder: Path) -> Path:
+    """A tiny umT5-like tokenizer.json (+ tokenizer_config.json for AutoTokenizer) in `folder`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    vocab += [(c, -5.0) for c in CHARS] + [(f"▁{w}", -2.0) for w in WORDS]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "T5Tokenizer",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "extra_ids": 0,
+        "model_max_length": TEXT_LEN,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def make_encoder(vocab_size: int, seed: int):
+    """Tiny float32 UMT5EncoderModel with non-zero random weights (RMSNorm weights around 1)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        d_ff=48,
+        num_layers=2,
+        feed_forward_proj="gated-gelu",
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        layer_norm_epsilon=1e-6,
+    )
+    model = UMT5EncoderModel(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(
+                1.0 + 0.2 * noise if "norm" in name else noise if name == "shared.weight" else 0.3 * noise
+            )
+    return model
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory):
+    """Two Diffusers-style repo folders (same tokenizer, different weights) and their models."""
+    root = tmp_path_factory.mktemp("text")
+    out = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        folder = root / name
+        write_tokenizer(folder / "tokenizer")
+        vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+        model = make_encoder(len(vocab), seed)
+        model.save_pretrained(folder / "text_encoder")
+        out[name] = (folder, model)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizers(repos):
+    """transformers' tokenizers on the same folder: AutoTokenizer (T5Tokenizer) and the plain
+    tokenizer.json backend (what transformers 4.x's T5TokenizerFast ran)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = repos["a"][0] / "tokenizer"
+    auto = AutoTokenizer.from_pretrained(folder)
+    plain = PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "tokenizer.json"), pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    return {"auto": auto, "plain": plain}
+
+
+def hf_tokenize(tokenizer, prompts):
+    out = tokenizer(
+        [reference_clean(p) for p in prompts],
+        padding="max_length",
+        max_length=TEXT_LEN,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="np",
+    )
+    return out["input_ids"], out["attention_mask"]
+
+
+def hf_context(model, ids, mask) -> np.ndarray:
+    """transformers' encoder output, each row trimmed to its length and zero-padded (Wan's context)."""
+    with torch.no_grad():
+        hidden = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask))
+    hidden = hidden.last_hidden_state.numpy()
+    out = np.zeros_like(hidden)
+    for row, n in enumerate(mask.sum(axis=1)):
+        out[row, :n] = hidden[row, :n]
+    return out
+
+
+@pytest.fixture
+def count_encodes(monkeypatch):
+    """Counts calls to (and prompts through) the jitted encoder."""
+    calls = []
+    original = t5.encode_padded
+
+    def counting(params, ids, mask, *args, **kwargs):
+        calls.append(ids.shape[0])
+        return original(params, ids, mask, *args, **kwargs)
+
+    monkeypatch.setattr(t5, "encode_padded", counting)
+    return calls
+
+
+# --- cleaning -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        ("Tom &amp;amp; Jerry", "Tom & Jerry"),  # double-escaped entity
+        ("<b>bold</b> &amp;amp;lt;3", "<b>bold</b> &lt;3"),  # markup: ftfy leaves it, exactly 2 unescapes
+        ("cafÃ© crÃ¨me", "café crème"),  # mojibake
+        ("donÃ¢â‚¬â„¢t", "don't"),  # a doubly mis-decoded curly apostrophe
+        ("“quoted” ﬁne ＡＢＣ", '"quoted" fine ABC'),  # uncurled, ligature, full width
+        ("  a \t\n\r b\u00a0\u3000c&nbsp;&nbsp;d  ", "a b c d"),  # every whitespace run -> one space
+        ("&nbsp;x&nbsp;", "x"),  # entities that become whitespace are stripped
+        ("a\x1cb\x1f c", "ab c"),  # control characters removed (and not whitespace for Wan)
+        ("", ""),
+    ],
+)
+def test_clean_prompt(raw, want):
+    assert text.clean_prompt(raw) == want
+    assert reference_clean(raw) == want
+
+
+def test_whitespace_matches_regex_module():
+    """Our `re` class collapses exactly the characters `regex`'s \\s does (Unicode White_Space)."""
+    chars = [chr(c) for c in range(0x3100) if re.match(r"\s", chr(c)) or regex.match(r"\s", chr(c))]
+    assert len(chars) > 20
+    for c in chars:
+        s = f"x{c}{c}y"
+        assert text._WHITESPACE.sub(" ", s) == regex.sub(r"\s+", " ", s), hex(ord(c))
+
+
+# --- tokenizer ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["auto", "plain"])
+def test_tokenize_matches_transformers(repos, hf_tokenizers, which):
+    tok = text.UMT5Tokenizer.from_dir(repos["a"][0] / "tokenizer")
+    ids, mask = tok.tokenize(PROMPTS)
+    assert ids.dtype == np.int32 and mask.dtype == np.int32
+    assert ids.shape == mask.shape == (len(PROMPTS), TEXT_LEN)
+    want_ids, want_mask = hf_tokenize(hf_tokenizers[which], PROMPTS)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(mask, want_mask)
+    lengths = mask.sum(axis=1)
+    assert lengths[1] == 1 and ids[1, 0] == 1  # the empty prompt is just </s>
+    assert (ids[np.arange(len(PROMPTS)), lengths - 1] == 1).all()  # every row ends with </s>
+    assert (ids[mask == 0] == 0).all()  # padded with <pad> = 0
+    assert (ids[3, : lengths[3]] == 2).any()  # 東京 is not in the vocabulary: <unk>
+
+
+def test_long_prompt_truncated_with_warning(repos, caplog):
+    tok = text.UMT5Tokenizer.from_dir(repos["a"][0] / "tokenizer")
+    with caplog.at_level(logging.WARNING, logger="cosjax.text"):
+        ids, mask = tok.tokenize(["a red cat", LONG])
+    assert mask.sum(axis=1).tolist() == [4, TEXT_LEN]
+    assert ids[1, -1] == 1 and (ids[1, :-1] != 1).all()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "prompt 1 has" in warnings[0].getMessage()
+    assert f"truncated to {TEXT_LEN} tokens" in warnings[0].getMessage()
+
+
+def test_missing_tokenizer_json(tmp_path):
+    folder = tmp_path / "google" / "umt5-xxl"
+    folder.mkdir(parents=True)
+    (folder / "spiece.model").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(folder)) + ".*no tokenizer.json"):
+        text.UMT5Tokenizer.from_dir(folder)
+    with pytest.raises(FileNotFoundError, match="umT5 encoder weights"):
+        write_tokenizer(folder)
+        text.TextEncoder.from_pretrained(tmp_path)
+
+
+# --- encoder and cache ----------------------------------------------------------------------------
+
+
+def test_encoder_matches_transformers(repos, hf_tokenizers):
+    folder, model = repos["a"]
+    encoder = text.TextEncoder.from_pretrained(folder)
+    out = np.asarray(encoder(PROMPTS))
+    assert out.dtype == np.float32 and out.shape == (len(PROMPTS), TEXT_LEN, 32)
+    ids, mask = hf_tokenize(hf_tokenizers["auto"], PROMPTS)
+    want = hf_context(model, ids, mask)
+    lengths = mask.sum(axis=1)
+    errors = [relative_error(out[i, :n], want[i, :n]) for i, n in enumerate(lengths)]
+    print(f"\ncontext float32 relative error per prompt (lengths {lengths.tolist()}): {errors}")
+    assert max(errors) <= TOL
+    for i, n in enumerate(lengths):
+        assert not out[i, n:].any()
+
+
+def test_official_layout(repos, tmp_path):
+    """`google/umt5-xxl/` + `models_t5_umt5-xxl-enc-bf16.pth` (official names) give the same context."""
+    folder, model = repos["a"]
+    write_tokenizer(tmp_path / "google" / "umt5-xxl")
+    torch.save(official_state(model.state_dict()), tmp_path / text.OFFICIAL_WEIGHTS)
+    diffusers = text.TextEncoder.from_pretrained(folder)
+    official = text.TextEncoder.from_pretrained(tmp_path, config=diffusers.config)
+    prompts = PROMPTS[:3]
+    np.testing.assert_array_equal(np.asarray(official(prompts)), np.asarray(diffusers(prompts)))
+
+
+def test_cache_hits_skip_the_encoder(repos, tmp_path, count_encodes):
+    encoder = text.TextEncoder.from_pretrained(repos["a"][0], cache_dir=tmp_path)
+    prompts = ["a red cat", "the dog", "a  red cat ", "a car"]  # 1st and 3rd clean to the same prompt
+    first = np.asarray(encoder(prompts))
+    assert count_encodes == [3]  # one batch of the three distinct prompts
+    np.testing.assert_array_equal(first[0], first[2])
+    assert len(list(tmp_path.rglob("*.npz"))) == 3
+
+    second = np.asarray(encoder(prompts))
+    assert count_encodes == [3]  # all read from disk
+    np.testing.assert_array_equal(second, first)
+
+    # a fresh encoder (new process, same model) finds the entries; only the new prompt is encoded
+    again = text.TextEncoder.from_pretrained(repos["a"][0], cache_dir=tmp_path)
+    mixed = np.asarray(again(["the dog", "on the mat"]))
+    assert count_encodes == [3, 1]
+    np.testing.assert_array_equal(mixed[0], first[1])
+    assert len(list(tmp_path.rglob("*.npz"))) == 4
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    uncached = np.asarray(text.TextEncoder.from_pretrained(repos["a"][0])(prompts))
+    np.testing.assert_allclose(first, uncached, rtol=1e-6, atol=1e-6)
+
+
+def test_cache_is_per_model(repos, tmp_path, count_encodes):
+    prompts = ["a red cat", "the dog"]
+    a = text.TextEncoder.from_pretrained(repos["a"][0], cache_dir=tmp_path)
+    b = text.TextEncoder.from_pretrained(repos["b"][0], cache_dir=tmp_path)
+    assert a.cache.fingerprint != b.cache.fingerprint
+    out_a = np.asarray(a(prompts))
+    out_b = np.asarray(b(prompts))
+    assert count_encodes == [2, 2]  # b did not reuse a's entries
+    assert np.abs(out_a - out_b).max() > 1e-2
+    assert len(list(tmp_path.rglob("*.npz"))) == 4
+    # the same weights in bfloat16 are another model too
+    c = text.TextEncoder.from_pretrained(repos["a"][0], cache_dir=tmp_path, dtype="bfloat16")
+    assert c.cache.fingerprint != a.cache.fingerprint
+    out_c = np.asarray(c(prompts))
+    assert count_encodes == [2, 2, 2]
+    np.testing.assert_array_equal(np.asarray(c(prompts)), out_c)  # bf16 outputs stored exactly
+    assert count_encodes == [2, 2, 2]
+
+
+def test_corrupt_cache_entry_is_rewritten(repos, tmp_path, count_encodes, caplog):
+    encoder = text.TextEncoder.from_pretrained(repos["a"][0], cache_dir=tmp_path)
+    first = np.asarray(encoder(["a red cat"]))
+    (entry,) = tmp_path.rglob("*.npz")
+    entry.write_bytes(b"not a zip file")
+    with caplog.at_level(logging.WARNING, logger="cosjax.text"):
+        second = np.asarray(encoder(["a red cat"]))
+    assert "unreadable prompt-embedding cache entry" in caplog.text and str(entry) in caplog.text
+    assert count_encodes == [1, 1]
+    np.testing.assert_array_equal(second, first)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cosjax.text"):
+        np.testing.assert_array_equal(np.asarray(encoder(["a red cat"])), first)
+    assert count_encodes == [1, 1] and not caplog.records  # rewritten, readable again
+
+
+def test_fingerprint_is_cheap_and_exact(repos):
+    encoder = text.TextEncoder.from_pretrained(repos["a"][0])
+    fp = text.model_fingerprint(encoder.config, encoder.params)
+    assert fp == text.model_fingerprint(encoder.config, jax.tree.map(np.asarray, encoder.params))
+    params = jax.tree.map(np.array, encoder.params)
+    params["norm"][0] += 1e-3
+    assert text.model_fingerprint(encoder.config, params) != fp
