@@ -27,6 +27,7 @@ import numpy as np
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.models import vae as vae_lib
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
+from cosjax.text import TextEncoder
 from cosjax.weights.store import LoadedDiT, load_dit
 from cosjax.weights.vae_keys import load_vae_diffusers
 
@@ -160,11 +161,21 @@ class Pipeline:
         preset: str = "official",
         dtype: str | None = None,
         vae: str | Path | None = None,
+        text_encoder: str | Path | None = None,
+        cache_dir: str | Path | None = None,
     ) -> Pipeline:
         """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`.
 
-        The VAE comes from `vae` if given, else from `path/vae` when that folder exists (Diffusers
-        layout); without one the pipeline samples from latents and embeddings only.
+        Args:
+          path: the DiT (see `load_dit`).
+          preset: "official" or "vbvr".
+          dtype: DiT parameter dtype (None: as stored).
+          vae: a Diffusers-layout VAE; default `path/vae` when it exists. Without one the pipeline
+            samples from latents only (no image conditioning, no decoding).
+          text_encoder: a repo folder with the umT5 tokenizer and weights (official or Diffusers
+            layout, see `TextEncoder.from_pretrained`); default `path` itself when it holds them.
+            Without one, prompts must come as embeddings.
+          cache_dir: on-disk prompt-embedding cache of the text encoder (None: no cache).
         """
         if preset not in SAMPLING_PRESETS:
             raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
@@ -172,7 +183,15 @@ class Pipeline:
         model = match_model(dit.config)
         vae_path = Path(vae) if vae is not None else Path(path) / "vae"
         loaded_vae = VAE.load(vae_path) if vae is not None or vae_path.is_dir() else None
-        return cls(dit, model, sampler_settings(model, preset, len(dit.experts)), vae=loaded_vae)
+        te_path = Path(text_encoder) if text_encoder is not None else Path(path)
+        has_te = (te_path / "text_encoder").is_dir() or (
+            te_path / "models_t5_umt5-xxl-enc-bf16.pth"
+        ).is_file()
+        encoder = (
+            TextEncoder.from_pretrained(te_path, cache_dir=cache_dir) if text_encoder or has_te else None
+        )
+        settings = sampler_settings(model, preset, len(dit.experts))
+        return cls(dit, model, settings, vae=loaded_vae, text_encoder=encoder)
 
     def sampler(self, **overrides) -> Sampler:
         """The pure sampling function `(cond, key, plan=None) -> Result`; `overrides` replace fields of

@@ -29,12 +29,17 @@ class PoolVAE:
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+def ckpt(tmp_path_factory):
+    """A converted tiny two-expert I2V checkpoint."""
     root = tmp_path_factory.mktemp("i2v")
     save_official(make_reference(in_channels=36, out_channels=16, seed=1), root / "src" / "high_noise_model")
     save_official(make_reference(in_channels=36, out_channels=16, seed=2), root / "src" / "low_noise_model")
-    cj.convert_checkpoint(root / "src", root / "ckpt", dtype="float32", progress=False)
-    return Pipeline.from_pretrained(root / "ckpt", preset="vbvr")
+    return cj.convert_checkpoint(root / "src", root / "ckpt", dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="module")
+def pipe(ckpt):
+    return Pipeline.from_pretrained(ckpt, preset="vbvr")
 
 
 def test_presets(pipe, tmp_path):
@@ -106,3 +111,24 @@ def test_bad_inputs(pipe, caplog):
         )
     assert cond.context.shape == (1, 512, 32) and "truncated to 512" in caplog.text
     assert check_frames(81) == 21 and "JPEG" in WAN_NEGATIVE_PROMPT
+
+
+def test_prompts_go_through_the_text_encoder(ckpt, tmp_path):
+    import json
+
+    from test_text import make_encoder, write_tokenizer
+
+    repo = tmp_path / "repo"
+    write_tokenizer(repo / "tokenizer")
+    vocab = json.loads((repo / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    make_encoder(len(vocab), seed=0).save_pretrained(repo / "text_encoder")
+    loaded = Pipeline.from_pretrained(ckpt, preset="vbvr", text_encoder=repo, cache_dir=tmp_path / "cache")
+    assert loaded.text_encoder is not None
+    with_vae = Pipeline(
+        loaded.dit, loaded.model, loaded.settings, vae=PoolVAE(), text_encoder=loaded.text_encoder
+    )
+    image = np.zeros((32, 48, 3), np.uint8)
+    cond = with_vae.condition(image=image, prompt="draw the path", frames=9)
+    np.testing.assert_array_equal(cond.context, loaded.text_encoder(["draw the path"]))
+    np.testing.assert_array_equal(cond.negative, loaded.text_encoder([WAN_NEGATIVE_PROMPT]))
+    assert cond.context.shape == (1, 512, 32) and float(jnp.abs(cond.context[0, 0]).sum()) > 0
