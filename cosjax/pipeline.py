@@ -29,7 +29,7 @@ from cosjax.models import vae as vae_lib
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
 from cosjax.text import TextEncoder
 from cosjax.weights.store import LoadedDiT, load_dit
-from cosjax.weights.vae_keys import load_vae_diffusers
+from cosjax.weights.vae_keys import load_vae
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ class VAE:
 
     @classmethod
     def load(cls, path: str | Path) -> VAE:
-        """Loads a Diffusers-layout VAE (a pipeline folder with `vae/`, the VAE folder, or its file)."""
-        return cls(*load_vae_diffusers(path))
+        """Loads a VAE: an official `Wan2.x_VAE.pth`, or the Diffusers layout (a pipeline folder with
+        `vae/`, the VAE folder, or its file)."""
+        return cls(*load_vae(path))
 
     def encode(self, video: jax.Array) -> jax.Array:
         return vae_lib.encode(self.params, video, self.config)
@@ -170,8 +171,8 @@ class Pipeline:
           path: the DiT (see `load_dit`).
           preset: "official" or "vbvr".
           dtype: DiT parameter dtype (None: as stored).
-          vae: a Diffusers-layout VAE; default `path/vae` when it exists. Without one the pipeline
-            samples from latents only (no image conditioning, no decoding).
+          vae: an official `.pth` or Diffusers-layout VAE; default `path/vae` when it exists.
+            Without one the pipeline samples from latents only (no image conditioning, no decoding).
           text_encoder: a repo folder with the umT5 tokenizer and weights (official or Diffusers
             layout, see `TextEncoder.from_pretrained`); default `path` itself when it holds them.
             Without one, prompts must come as embeddings.

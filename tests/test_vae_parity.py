@@ -8,6 +8,7 @@ Normalisation compared is the Diffusers pipelines': encode -> (mode() - latents_
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import jax
@@ -20,7 +21,15 @@ from safetensors.torch import load_file, save_file
 
 from cosjax.models import vae
 from cosjax.weights.safetensors_io import CheckpointError
-from cosjax.weights.vae_keys import load_vae_diffusers
+from cosjax.weights.vae_keys import (
+    WAN21_VAE,
+    WAN22_VAE,
+    load_vae,
+    load_vae_diffusers,
+    load_vae_official,
+    official_config,
+    torch_entries,
+)
 
 TOL = 1e-4
 Z = 4
@@ -206,3 +215,248 @@ def test_config_errors(saved21, tmp_path):
     config = vae.VAEConfig.from_diffusers(dict(raw, z_dim=8, latents_mean=[0.0] * 8, latents_std=[1.0] * 8))
     with pytest.raises(CheckpointError, match="shape"):
         load_vae_diffusers(folder, config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Official `.pth` layout.
+#
+# The inverse of the published official -> Diffusers VAE rename (wan22.md 6.4, `convert_vae` /
+# `convert_vae_22` of Diffusers' conversion script), written here as regex rewrites of Diffusers keys,
+# independently of `cosjax.weights.vae_keys.official_key` (which walks our parameter tree).
+_OFFICIAL_PARTS = [  # inside residual blocks, then the fixed names
+    (r"\.norm1\.", ".residual.0."),
+    (r"\.conv1\.", ".residual.2."),
+    (r"\.norm2\.", ".residual.3."),
+    (r"\.conv2\.", ".residual.6."),
+    (r"\.conv_shortcut\.", ".shortcut."),
+    (r"^quant_conv\.", "conv1."),
+    (r"^post_quant_conv\.", "conv2."),
+    (r"^(encoder|decoder)\.conv_in\.", r"\1.conv1."),
+    (r"^(encoder|decoder)\.norm_out\.", r"\1.head.0."),
+    (r"^(encoder|decoder)\.conv_out\.", r"\1.head.2."),
+    (r"\.mid_block\.resnets\.0\.", ".middle.0."),
+    (r"\.mid_block\.attentions\.0\.", ".middle.1."),
+    (r"\.mid_block\.resnets\.1\.", ".middle.2."),
+]
+
+
+def official_vae_key(key: str, num_res_blocks: int, is_residual: bool) -> str:
+    """A Diffusers `AutoencoderKLWan` key -> its name in `Wan2.1_VAE.pth` / `Wan2.2_VAE.pth`."""
+    n = num_res_blocks
+    for old, new in _OFFICIAL_PARTS:
+        key = re.sub(old, new, key)
+    if is_residual:  # Wan2.2: one Sequential per level
+        key = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.downsamples.\1.downsamples.", key)
+        key = re.sub(
+            r"^encoder\.down_blocks\.(\d+)\.downsampler\.", rf"encoder.downsamples.\1.downsamples.{n}.", key
+        )
+        key = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.", r"decoder.upsamples.\1.upsamples.", key)
+        key = re.sub(
+            r"^decoder\.up_blocks\.(\d+)\.upsampler\.", rf"decoder.upsamples.\1.upsamples.{n + 1}.", key
+        )
+    else:  # Wan2.1: flat Sequentials; a decoder level is n + 1 residual blocks and a resampler
+        key = re.sub(r"^encoder\.down_blocks\.", "encoder.downsamples.", key)
+        key = re.sub(
+            r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
+            lambda m: f"decoder.upsamples.{int(m[1]) * (n + 2) + int(m[2])}.",
+            key,
+        )
+        key = re.sub(
+            r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+            lambda m: f"decoder.upsamples.{int(m[1]) * (n + 2) + n + 1}.",
+            key,
+        )
+    return key
+
+
+def test_official_rename_matches_published_examples():
+    """Spot checks of the test's own rename against keys listed in wan22.md 6.2 / 6.3 (2 res blocks)."""
+    examples21 = {
+        "encoder.down_blocks.2.resample.1.weight": "encoder.downsamples.2.resample.1.weight",
+        "encoder.down_blocks.3.conv_shortcut.weight": "encoder.downsamples.3.shortcut.weight",
+        "encoder.mid_block.attentions.0.norm.gamma": "encoder.middle.1.norm.gamma",
+        "encoder.norm_out.gamma": "encoder.head.0.gamma",
+        "decoder.up_blocks.0.upsamplers.0.time_conv.weight": "decoder.upsamples.3.time_conv.weight",
+        "decoder.up_blocks.1.resnets.0.conv_shortcut.bias": "decoder.upsamples.4.shortcut.bias",
+        "decoder.up_blocks.2.upsamplers.0.resample.1.weight": "decoder.upsamples.11.resample.1.weight",
+        "decoder.up_blocks.3.resnets.2.norm2.gamma": "decoder.upsamples.14.residual.3.gamma",
+        "decoder.mid_block.resnets.1.conv2.bias": "decoder.middle.2.residual.6.bias",
+        "quant_conv.weight": "conv1.weight",
+        "post_quant_conv.bias": "conv2.bias",
+        "decoder.conv_in.weight": "decoder.conv1.weight",
+    }
+    for diffusers, official in examples21.items():
+        assert official_vae_key(diffusers, 2, False) == official
+    examples22 = [  # (Diffusers, official)
+        (
+            "encoder.down_blocks.1.resnets.0.conv1.weight",
+            "encoder.downsamples.1.downsamples.0.residual.2.weight",
+        ),
+        (
+            "encoder.down_blocks.1.downsampler.time_conv.bias",
+            "encoder.downsamples.1.downsamples.2.time_conv.bias",
+        ),
+        (
+            "decoder.up_blocks.0.upsampler.resample.1.weight",
+            "decoder.upsamples.0.upsamples.3.resample.1.weight",
+        ),
+        (
+            "decoder.up_blocks.2.resnets.0.conv_shortcut.weight",
+            "decoder.upsamples.2.upsamples.0.shortcut.weight",
+        ),
+        ("decoder.conv_out.weight", "decoder.head.2.weight"),
+    ]
+    for diffusers, official in examples22:
+        assert official_vae_key(diffusers, 2, True) == official
+
+
+def save_official_vae(model, path, legacy: bool = False):
+    """Writes `model`'s state dict under official key names with `torch.save` (a plain state dict)."""
+    cfg = model.config
+    state = {
+        official_vae_key(k, cfg.num_res_blocks, cfg.is_residual): v for k, v in model.state_dict().items()
+    }
+    assert len(state) == len(model.state_dict())
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def official_pair(request, tmp_path_factory):
+    """(our config, params via the Diffusers loader, path of the same weights as an official .pth)."""
+    model = make_diffusers_vae(request.param, seed=3)
+    root = tmp_path_factory.mktemp("official" + request.param.replace(".", ""))
+    model.save_pretrained(root / "vae")
+    config, params = load_vae_diffusers(root / "vae")
+    return config, params, save_official_vae(model, root / "Wan_VAE.pth")
+
+
+def _assert_same_params(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for (path, x), y in zip(
+        jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b), strict=True
+    ):
+        assert x.dtype == y.dtype == jnp.float32, path
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+def test_official_pth_loads_same_params_as_diffusers(official_pair):
+    config, ref, path = official_pair
+    got_config, params = load_vae_official(path, config=config)
+    assert got_config == config
+    _assert_same_params(params, ref)
+    # the dispatcher picks the official loader for a .pth, and the Diffusers one for a folder
+    _assert_same_params(load_vae(path, config)[1], ref)
+    _assert_same_params(load_vae(path.parent / "vae")[1], ref)
+
+
+def test_official_legacy_and_bf16_files(official_pair, tmp_path):
+    """Legacy (non-zip, not memory-mappable) files load too; bfloat16 tensors widen exactly."""
+    config, ref, path = official_pair
+    state = torch.load(path, weights_only=True)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    _assert_same_params(load_vae_official(legacy, config)[1], ref)
+    bf16 = tmp_path / "bf16.pth"
+    torch.save({k: v.to(torch.bfloat16) for k, v in state.items()}, bf16)
+    want = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16).astype(jnp.float32), ref)
+    _assert_same_params(load_vae_official(bf16, config)[1], want)
+
+
+def test_load_vae_finds_the_pth_in_an_official_folder(official_pair, tmp_path):
+    config, ref, path = official_pair
+    folder = tmp_path / "Wan2.x-official"
+    folder.mkdir()
+    shutil.copy(path, folder / "Wan2.x_VAE.pth")
+    (folder / "config.json").write_text("{}")  # the DiT's config in a real download
+    _assert_same_params(load_vae(folder, config)[1], ref)
+
+
+def test_official_config_is_told_by_z_dim(official_pair, tmp_path):
+    """Without config= the z_dim picks Wan2.1 (16) or Wan2.2 (48); the tiny z_dim=4 is refused by name."""
+    _, _, path = official_pair
+    with pytest.raises(CheckpointError, match=r"conv2\.weight.*z_dim 4 is neither 16"):
+        load_vae_official(path)
+    state = {"conv2.weight": torch.zeros(16, 16, 1, 1, 1), "conv2.bias": torch.zeros(16)}
+    small = tmp_path / "small.pth"
+    torch.save(state, small)
+    # Wan2.1 is chosen, then the (many) missing keys are reported against that file
+    with pytest.raises(CheckpointError, match=r"small\.pth: \d+ official-layout VAE key\(s\) missing"):
+        load_vae_official(small)
+    assert official_config(torch_entries(state, small), small) == WAN21_VAE
+    state48 = {"conv2.weight": torch.zeros(48, 48, 1, 1, 1)}
+    assert official_config(torch_entries(state48, small), small) == WAN22_VAE
+    torch.save({"encoder.conv1.weight": torch.zeros(1)}, small)
+    with pytest.raises(CheckpointError, match=r"no 'conv2\.weight'"):
+        load_vae_official(small)
+
+
+def _edited(path, tmp_path, edit):
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    out = tmp_path / "edited.pth"
+    torch.save(state, out)
+    return out
+
+
+def test_official_key_errors(official_pair, tmp_path):
+    config, _, path = official_pair
+    key = "decoder.head.2.weight"
+    bad = _edited(path, tmp_path, lambda s: s.pop(key))
+    with pytest.raises(
+        CheckpointError, match=r"edited\.pth: 1 official-layout VAE key\(s\) missing.*" + re.escape(key)
+    ):
+        load_vae_official(bad, config)
+    bad = _edited(path, tmp_path, lambda s: s.update({"encoder.extra.weight": torch.zeros(2)}))
+    with pytest.raises(
+        CheckpointError, match=r"unexpected official-layout.*encoder\.extra\.weight.*edited\.pth"
+    ):
+        load_vae_official(bad, config)
+    key = "encoder.conv1.weight"
+    bad = _edited(path, tmp_path, lambda s: s.update({key: s[key][:, :, :1]}))
+    with pytest.raises(
+        CheckpointError, match=r"edited\.pth: tensor 'encoder\.conv1\.weight' has shape"
+    ) as info:
+        load_vae_official(bad, config)
+    assert f"expected {tuple(torch.load(path, weights_only=True)[key].shape)}" in str(info.value)
+    bad = _edited(path, tmp_path, lambda s: s.update({key: s[key].to(torch.int32)}))
+    with pytest.raises(CheckpointError, match=r"'encoder\.conv1\.weight' has dtype int32, not float"):
+        load_vae_official(bad, config)
+
+
+class _NotAStateDict:
+    pass
+
+
+def test_official_file_errors(official_pair, tmp_path):
+    config, _, path = official_pair
+    with pytest.raises(CheckpointError, match="missing.pth: file not found"):
+        load_vae_official(tmp_path / "missing.pth", config)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="junk.pth: not a readable torch state dict"):
+        load_vae_official(junk, config)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pth: not a readable torch state dict"):
+        load_vae(truncated, config)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pth: not a readable torch state dict"):
+        load_vae_official(empty, config)
+    pickled = tmp_path / "object.pth"
+    torch.save(_NotAStateDict(), pickled)  # loading it would need unpickling code: refused
+    with pytest.raises(
+        CheckpointError, match="object.pth: not a readable torch state dict.*Unsupported global"
+    ):
+        load_vae_official(pickled, config)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(CheckpointError, match="list.pth: not a state dict"):
+        load_vae_official(listed, config)
+    nested = tmp_path / "nested.pth"
+    torch.save({"state_dict": torch.load(path, weights_only=True)}, nested)
+    with pytest.raises(
+        CheckpointError, match="nested.pth: not a plain state dict: entry 'state_dict' holds a dict"
+    ):
+        load_vae_official(nested, config)

@@ -119,13 +119,17 @@ class VAEConfig:
 
     @classmethod
     def from_diffusers(cls, config: Mapping[str, Any]) -> VAEConfig:
-        """From a Diffusers `config.json` dict; keys starting with '_' and 'dropout' are ignored.
+        """From a Diffusers `config.json` dict.
+
+        Keys starting with '_', 'dropout' and inference-only switches that do not change the weights
+        (e.g. 'clip_output', written by newer Diffusers conversion scripts) are ignored.
 
         Raises:
-          ValueError on a key that is not an `AutoencoderKLWan` architecture field.
+          ValueError on any other key that is not an `AutoencoderKLWan` architecture field.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k != "dropout"}
+        ignored = {"dropout", "clip_output"}
+        kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k not in ignored}
         unknown = sorted(set(kwargs) - fields)
         if unknown:
             raise ValueError(f"unknown VAE config key(s) {unknown}")
