@@ -6,14 +6,44 @@ import argparse
 import logging
 import sys
 
+# `--lora NAME=PATH`: NAME -> the expert the LoRA is merged into
+LORA_EXPERTS = {
+    "high": "high_noise",
+    "high_noise": "high_noise",
+    "low": "low_noise",
+    "low_noise": "low_noise",
+    "dit": "dit",
+}
+
+
+def _lora_arg(value: str) -> tuple[str, str]:
+    """'high=PATH' -> ('high_noise', 'PATH'); a bad value becomes an argparse usage error (exit 2)."""
+    name, sep, path = value.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected EXPERT=PATH, got {value!r}")
+    if name not in LORA_EXPERTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown expert {name!r} in {value!r}; use high=PATH and/or low=PATH (A14B) or dit=PATH"
+        )
+    return LORA_EXPERTS[name], path
+
 
 def _convert(args: argparse.Namespace) -> int:
     from cosjax.configs import get_preset
     from cosjax.weights.convert import convert_checkpoint
 
     config = get_preset(args.preset).dit if args.preset else None
+    loras: dict[str, list[tuple[str, float]]] = {}
+    for expert, path in args.lora:
+        loras.setdefault(expert, []).append((path, args.lora_strength))
     out = convert_checkpoint(
-        args.src, args.dst, dtype=args.dtype, config=config, overwrite=args.overwrite, progress=not args.quiet
+        args.src,
+        args.dst,
+        dtype=args.dtype,
+        config=config,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        loras=loras,
     )
     print(f"wrote {out}")
     return 0
@@ -37,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--preset", help="take the architecture from this preset instead of config.json")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     conv.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        type=_lora_arg,
+        metavar="EXPERT=PATH",
+        help="merge a DiffSynth LoRA file into an expert: high=PATH, low=PATH (A14B) or dit=PATH; repeatable",
+    )
+    conv.add_argument(
+        "--lora-strength", type=float, default=1.0, help="strength of every --lora (default 1.0, as VBVR)"
+    )
     conv.set_defaults(func=_convert)
 
     demo = sub.add_parser("demo", help="run a small flow-matching demo on a random tiny DiT")

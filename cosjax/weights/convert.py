@@ -12,7 +12,7 @@ import ctypes
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import abstract_params
 from cosjax.weights.dit_keys import KEY_SPECS, KeySpec, Layout, expected_keys, to_leaf, torch_shape
+from cosjax.weights.lora import lora_metadata, open_loras, with_loras
 from cosjax.weights.safetensors_io import CheckpointError
 from cosjax.weights.sources import CheckpointSource, ExpertSource, open_checkpoint
 
@@ -201,10 +202,11 @@ def convert_checkpoint(
     config: DiTConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    loras: Mapping[str, Sequence[tuple[str | Path, float]]] | None = None,
 ) -> Path:
     """Converts a PyTorch Wan DiT checkpoint (official or Diffusers layout) to an Orbax folder.
 
-    Output: `dst/cosjax_dit.json` (config, experts, boundary, dtype, source) and one Orbax
+    Output: `dst/cosjax_dit.json` (config, experts, boundary, dtype, source, loras) and one Orbax
     checkpoint per expert (`dst/dit/`, or `dst/high_noise/` + `dst/low_noise/`). The folder appears
     only when complete: work happens in a hidden sibling folder renamed at the end and removed on
     any failure.
@@ -216,6 +218,9 @@ def convert_checkpoint(
       config: architecture override (e.g. a preset's DiTConfig).
       overwrite: replace an existing `dst`.
       progress: show a progress bar per expert.
+      loras: expert name ("high_noise", "low_noise" or "dit") -> [(LoRA safetensors file, strength)],
+        merged into that expert's Linear weights in float32 before the cast to `dtype` (see
+        `cosjax.weights.lora`). Every LoRA key is checked before anything is written.
 
     Returns:
       The output folder.
@@ -224,7 +229,9 @@ def convert_checkpoint(
     source = open_checkpoint(src, config)
     for expert in source.experts:
         check_expert(expert)
+    opened = open_loras(source.experts, loras)
     metadata = _metadata(source, src, np_dtype)
+    metadata["loras"] = lora_metadata(opened)
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -233,7 +240,8 @@ def convert_checkpoint(
     try:
         tmp.mkdir(parents=True)
         for expert in source.experts:
-            _write_expert(expert, tmp / expert.name, np_dtype, progress)
+            merged = with_loras(expert, opened.get(expert.name, ()))
+            _write_expert(merged, tmp / expert.name, np_dtype, progress)
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         if dst.exists():
             old = dst.parent / f".{dst.name}.old-{os.getpid()}"
