@@ -50,6 +50,19 @@ class LayerPlan:
     merge_on: jax.Array | None = None
     merge_axis: str | None = struct.field(pytree_node=False, default=None)
 
+    def pad_tokens(self, n: int) -> LayerPlan:
+        """This plan for a token sequence padded by n tokens (context parallelism)."""
+        if n == 0 or self.swap_value is None:
+            return self
+        return self.replace(swap_value=jnp.pad(self.swap_value, ((0, 0), (0, n), (0, 0))))
+
+    def trim_tokens(self, ys: dict, state: Any, n: int) -> tuple[dict, Any]:
+        """Drops padded tokens from the scan outputs (token axis last) and state (token axis 2)."""
+        ys = {k: v[..., :n] for k, v in ys.items()}
+        if self.hidden_layers is not None:
+            state = state[:, :, :n]
+        return ys, state
+
     def init_state(self, hidden: jax.Array) -> Any:
         """The scan-carried capture state for a residual stream shaped like `hidden` [batch, L, D]."""
         if self.hidden_layers is None:

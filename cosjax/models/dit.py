@@ -19,6 +19,7 @@ import numpy as np
 
 from cosjax.configs import DiTConfig
 from cosjax.models.attention import apply_rope, attention, rope_tables
+from cosjax.parallel import axis_size, constrain
 from cosjax.plan import EMPTY_LAYER_PLAN, LayerPlan
 
 Dtype = jnp.dtype
@@ -69,7 +70,12 @@ class Attention(nn.Module):
     """Self- (with RoPE) or cross-attention with full-width q/k RMSNorm.
 
     Inputs x [B, Lq, D] and source [B, Lk, D] in the compute dtype; rope = (cos, sin) float32
-    [Lq, d/2] for self-attention, None for cross-attention. Returns [B, Lq, D] in the compute dtype.
+    [Lq, d/2] for self-attention, None for cross-attention; kv_len int32 [B] masks padded keys of
+    self-attention (None: no padding). Returns [B, Lq, D] in the compute dtype.
+
+    Under a mesh with a `context` axis the token sequence arrives sharded; self-attention is computed
+    with heads sharded instead (the constraints make GSPMD insert Ulysses-style all-to-alls), so each
+    device holds all tokens of its heads only while attending.
     """
 
     config: DiTConfig
@@ -78,16 +84,21 @@ class Attention(nn.Module):
     backend: str | None
 
     @nn.compact
-    def __call__(self, x, source, rope=None):
+    def __call__(self, x, source, rope=None, kv_len=None):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         q = RMSNorm(cfg.eps, pdt, name="norm_q")(_dense(cfg.dim, dt, pdt, "q")(x))
         k = RMSNorm(cfg.eps, pdt, name="norm_k")(_dense(cfg.dim, dt, pdt, "k")(source))
         v = _dense(cfg.dim, dt, pdt, "v")(source)
         split = lambda a: a.reshape(*a.shape[:2], cfg.num_heads, cfg.head_dim)  # noqa: E731
         q, k, v = split(q), split(k), split(v)
-        if rope is not None:
+        if rope is not None:  # self-attention: all tokens, heads sharded over context x tensor
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = attention(q, k, v, backend=self.backend)
+            q, k, v = (constrain(a, "data", None, ("context", "tensor"), None) for a in (q, k, v))
+        else:  # cross-attention: local queries against the whole text
+            q = constrain(q, "data", "context", "tensor", None)
+            k, v = (constrain(a, "data", None, "tensor", None) for a in (k, v))
+        out = attention(q, k, v, kv_len=kv_len, backend=self.backend)
+        out = constrain(out, "data", "context", "tensor", None)
         return _dense(cfg.dim, dt, pdt, "o")(out.reshape(*x.shape[:2], cfg.dim))
 
 
@@ -100,6 +111,7 @@ class Block(nn.Module):
       e0: float32 [B, 1 or L, 6, D] time modulation (1 when every token shares a timestep).
       context: [B, text_len, D] embedded text in the compute dtype.
       rope: (cos, sin) float32 [L, head_dim/2].
+      kv_len: int32 [B] number of real tokens (keys beyond are padding), or None.
       plan: the intervention plan, applied after the block.
 
     Returns:
@@ -112,9 +124,10 @@ class Block(nn.Module):
     backend: str | None
 
     @nn.compact
-    def __call__(self, carry, layer, e0, context, rope, plan: LayerPlan):
+    def __call__(self, carry, layer, e0, context, rope, kv_len, plan: LayerPlan):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         x, state = carry
+        x = constrain(x, "data", "context", None)
         modulation = self.param(
             "modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (6, cfg.dim), pdt
         )
@@ -122,7 +135,7 @@ class Block(nn.Module):
         shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i] for i in range(6))
 
         h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dt)
-        y = Attention(cfg, dt, pdt, self.backend, name="self_attn")(h, h, rope)
+        y = Attention(cfg, dt, pdt, self.backend, name="self_attn")(h, h, rope, kv_len)
         x = x + y.astype(jnp.float32) * gate
 
         h = AffineLayerNorm(cfg.eps, pdt, name="cross_norm")(x).astype(dt)
@@ -134,6 +147,11 @@ class Block(nn.Module):
         x = x + y.astype(jnp.float32) * c_gate
         x, state, ys = plan.after_block(layer, x, state)
         return (x, state), ys
+
+
+def _pad_tokens(x: jax.Array, n: int) -> jax.Array:
+    """Zero-pads axis 1 (tokens) of [B, L, ...] by n."""
+    return x if n == 0 else jnp.pad(x, ((0, 0), (0, n)) + ((0, 0),) * (x.ndim - 2))
 
 
 def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -215,6 +233,12 @@ class WanDiT(nn.Module):
             )
         if context.shape[1] > cfg.text_len:
             raise ValueError(f"context has {context.shape[1]} tokens; the model takes at most {cfg.text_len}")
+        heads_split = axis_size("context") * axis_size("tensor")
+        if axis_size("context") > 1 and cfg.num_heads % heads_split:
+            raise ValueError(
+                f"context parallelism needs num_heads ({cfg.num_heads}) divisible by context x tensor "
+                f"({heads_split}) mesh axes"
+            )
         return grid
 
     @nn.compact
@@ -240,8 +264,15 @@ class WanDiT(nn.Module):
         if y is not None:
             x = jnp.concatenate([x, y.astype(x.dtype)], axis=1)
 
-        tokens = patchify(x.astype(dt), cfg.patch_size)
+        # Under context parallelism the sequence is padded to a multiple of the context axis; padded
+        # tokens are never attended to as keys and are dropped before unpatchify.
+        num_tokens = int(np.prod(grid))
+        pad_tokens = -num_tokens % axis_size("context")
+        tokens = _pad_tokens(patchify(x.astype(dt), cfg.patch_size), pad_tokens)
         h = _dense(cfg.dim, dt, pdt, "patch_embedding")(tokens).astype(jnp.float32)
+        h = constrain(h, "data", "context", None)
+        if t.ndim == 2:
+            t = jnp.pad(t, ((0, 0), (0, pad_tokens)), mode="edge")
 
         t_emb = timestep_embedding(t if t.ndim == 2 else t[:, None], cfg.freq_dim)  # [B, 1|L, F]
         e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_1")(t_emb)
@@ -254,17 +285,23 @@ class WanDiT(nn.Module):
         context = _dense(cfg.dim, dt, pdt, "text_embedding_1")(context)
         context = _dense(cfg.dim, dt, pdt, "text_embedding_2")(nn.gelu(context, approximate=True))
 
-        rope = rope_tables(grid, cfg.rope_split, cfg.rope_theta)
+        cos, sin = rope_tables(grid, cfg.rope_split, cfg.rope_theta)
+        rope = (
+            jnp.pad(cos, ((0, pad_tokens), (0, 0)), constant_values=1.0),
+            _pad_tokens(sin[None], pad_tokens)[0],
+        )
+        kv_len = jnp.full((x.shape[0],), num_tokens, jnp.int32) if pad_tokens else None
         blocks = nn.scan(
             Block,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
         )(cfg, dt, pdt, self.attention_backend, name="blocks")
         layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-        layer_plan = EMPTY_LAYER_PLAN if plan is None else plan
-        (h, state), ys = blocks((h, layer_plan.init_state(h)), layers, e0, context, rope, layer_plan)
+        layer_plan = (EMPTY_LAYER_PLAN if plan is None else plan).pad_tokens(pad_tokens)
+        (h, state), ys = blocks((h, layer_plan.init_state(h)), layers, e0, context, rope, kv_len, layer_plan)
+        ys, state = layer_plan.trim_tokens(ys, state, num_tokens)
 
         head_mod = self.param(
             "head_modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (2, cfg.dim), pdt
@@ -272,7 +309,7 @@ class WanDiT(nn.Module):
         m = head_mod.astype(jnp.float32) + e[:, :, None, :]  # [B, 1|L, 2, D]
         h = layer_norm(h, cfg.eps) * (1 + m[:, :, 1]) + m[:, :, 0]
         out = _dense(cfg.patch_volume * cfg.out_dim, jnp.float32, pdt, "head")(h)
-        v = unpatchify(out, grid, cfg.patch_size)
+        v = unpatchify(out[:, :num_tokens], grid, cfg.patch_size)
         return v if plan is None else (v, (ys, state))
 
 

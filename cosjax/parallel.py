@@ -1,0 +1,132 @@
+"""Meshes, parameter shardings and activation constraints (DESIGN.md section 6).
+
+Mesh axes: `data` (CFG pair, batch, ensemble seeds), `fsdp` (parameters, FSDP-style), `context`
+(the token sequence; self-attention switches to heads-sharded with all-to-alls, Ulysses-style, via
+GSPMD constraints), `tensor` (attention heads and FFN width). Model code calls `constrain(x, ...)`,
+which is a no-op unless a mesh is set with `jax.set_mesh(mesh)`, so the same code runs unsharded.
+
+    mesh = make_mesh(data=2, fsdp=4)
+    params = shard_params(params, mesh)
+    with jax.set_mesh(mesh):
+        v = jax.jit(module.apply)({"params": params}, x, t, context)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXES = ("data", "fsdp", "context", "tensor")
+log = logging.getLogger(__name__)
+
+
+def make_mesh(
+    data: int = 1, fsdp: int | None = None, context: int = 1, tensor: int = 1, devices=None
+) -> Mesh:
+    """A (data, fsdp, context, tensor) mesh over `devices` (default: all); fsdp takes what is left."""
+    devices = list(jax.devices() if devices is None else devices)
+    rest = data * context * tensor
+    if fsdp is None:
+        if len(devices) % rest:
+            raise ValueError(
+                f"{len(devices)} devices cannot be split into data={data} x context={context} x "
+                f"tensor={tensor} x fsdp"
+            )
+        fsdp = len(devices) // rest
+    if data * fsdp * context * tensor != len(devices):
+        raise ValueError(
+            f"mesh data={data} x fsdp={fsdp} x context={context} x tensor={tensor} needs "
+            f"{data * fsdp * context * tensor} devices, {len(devices)} are available"
+        )
+    grid = np.array(devices, dtype=object).reshape(data, fsdp, context, tensor)
+    return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def axis_size(name: str) -> int:
+    """Size of mesh axis `name` in the active mesh (1 without a mesh or without that axis)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or name not in mesh.axis_names:
+        return 1
+    return dict(mesh.shape)[name]
+
+
+def constrain(x: jax.Array, *spec) -> jax.Array:
+    """`with_sharding_constraint(x, P(*spec))` under an active mesh; axes it lacks are dropped."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+
+    def keep(entry):
+        if entry is None:
+            return None
+        names = (entry,) if isinstance(entry, str) else tuple(entry)
+        names = tuple(n for n in names if n in mesh.axis_names)
+        return names if len(names) > 1 else (names[0] if names else None)
+
+    return jax.lax.with_sharding_constraint(x, P(*(keep(e) for e in spec)))
+
+
+# Which axis of a kernel goes where. Stacked leaves carry a leading layer axis (never sharded).
+_OUT_SHARDED = {"q", "k", "v", "fc1"}  # [in, out]: out over tensor (heads / FFN width), in over fsdp
+_IN_SHARDED = {"o", "fc2"}  # [in, out]: in over tensor, out over fsdp
+
+
+def param_spec(path: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh) -> P:
+    """The PartitionSpec of one DiT parameter leaf; axes that do not divide evenly stay replicated."""
+    sizes = dict(mesh.shape)
+    stacked = path[0] == "blocks"
+    body = shape[1:] if stacked else shape
+    spec: list = [None] * len(body)
+    module = path[-2] if len(path) >= 2 else ""
+    if len(body) == 2 and path[-1] == "kernel":
+        if module in _OUT_SHARDED:
+            spec = ["fsdp", "tensor"]
+        elif module in _IN_SHARDED:
+            spec = ["tensor", "fsdp"]
+        else:  # embeddings and head: shard the larger dimension over fsdp
+            spec = ["fsdp", None] if body[0] >= body[1] else [None, "fsdp"]
+    elif len(body) == 1 and path[-1] == "bias" and module in _OUT_SHARDED:
+        spec = ["tensor"]
+    spec = [a if a is not None and body[i] % sizes.get(a, 1) == 0 else None for i, a in enumerate(spec)]
+    return P(*([None] if stacked else []), *spec)
+
+
+def param_shardings(params, mesh: Mesh):
+    """NamedShardings for a DiT parameter tree (arrays or ShapeDtypeStructs)."""
+
+    def one(path, leaf):
+        names = tuple(getattr(k, "key", str(k)) for k in path)
+        return NamedSharding(mesh, param_spec(names, tuple(leaf.shape), mesh))
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def shard_params(params, mesh: Mesh):
+    """Places a DiT parameter tree on `mesh` with `param_shardings`."""
+    return jax.device_put(params, param_shardings(params, mesh))
+
+
+def initialize_distributed() -> bool:
+    """`jax.distributed.initialize()` when running multi-host (COSJAX_DISTRIBUTED=1 or a coordinator
+    address in the environment); a no-op for single-process runs. Returns whether it initialised."""
+    wanted = os.environ.get("COSJAX_DISTRIBUTED") == "1" or "JAX_COORDINATOR_ADDRESS" in os.environ
+    if not wanted:
+        return False
+    jax.distributed.initialize()
+    log.info(
+        "process %d of %d, %d local devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+    )
+    return True
+
+
+def is_main_process() -> bool:
+    """True on process 0: the only one that writes logs and summaries."""
+    return jax.process_index() == 0
