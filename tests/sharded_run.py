@@ -1,0 +1,102 @@
+"""Runs one sharded-vs-unsharded comparison on 8 fake CPU devices; prints a JSON line.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/sharded_run.py dit data=2,fsdp=4
+
+Used by test_parallel.py (the device count must be set before JAX starts, hence a subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import cosjax as cj  # noqa: E402
+from cosjax import transforms as T  # noqa: E402
+from cosjax.parallel import make_mesh, shard_params  # noqa: E402
+from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler  # noqa: E402
+
+# 4 heads so that context x tensor up to 4 divides them; latent 3 x 6 x 6 -> 3*3*3 = 27 tokens,
+# which needs padding for context 2 and 4.
+CONFIG = cj.DiTConfig(
+    dim=96,
+    ffn_dim=128,
+    num_heads=4,
+    num_layers=3,
+    in_dim=36,
+    out_dim=16,
+    model_type="i2v",
+    text_dim=32,
+    freq_dim=32,
+)
+SHAPE = (1, 16, 3, 6, 6)
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def inputs():
+    k = jax.random.split(jax.random.key(0), 4)
+    cond = Conditioning(
+        context=jax.random.normal(k[0], (1, 7, 32)),
+        negative=jax.random.normal(k[1], (1, 3, 32)),
+        y=jax.random.normal(k[2], (1, 20, *SHAPE[2:])),
+        latent_shape=SHAPE,
+    )
+    return cond, k[3]
+
+
+def experts():
+    return {
+        "high_noise": cj.init_params(CONFIG, jax.random.key(1)),
+        "low_noise": cj.init_params(CONFIG, jax.random.key(2)),
+    }
+
+
+def run(what: str, mesh_spec: str) -> dict:
+    sizes = {k: int(v) for k, v in (kv.split("=") for kv in mesh_spec.split(","))}
+    mesh = make_mesh(**sizes)
+    params = experts()
+    cond, key = inputs()
+    settings = SamplerSettings(
+        steps=4, shift=5.0, guide_scale=(5.0, 4.0), boundary=0.875, grid="diffsynth", solver="euler"
+    )
+    if what == "dit":
+        module = cj.WanDiT(CONFIG)
+        x = jax.random.normal(key, (2, *SHAPE[1:]))
+        ctx = jnp.concatenate([cond.context, cond.context * 0.5])
+        y, t = jnp.concatenate([cond.y, cond.y]), jnp.array([900.0, 300.0])
+        f = jax.jit(lambda p, x: module.apply({"params": p}, x, t, ctx, y))
+        ref = f(params["high_noise"], x)
+        with jax.set_mesh(mesh):
+            sharded = shard_params(params["high_noise"], mesh)
+            out = f(sharded, x)
+        return {"rel": rel(out, ref), "param_sharding": str(sharded["blocks"]["fc1"]["kernel"].sharding.spec)}
+    if what in ("sampler", "ensemble"):
+
+        def build(p):
+            s = make_sampler(CONFIG, p, settings)
+            return T.ensemble(T.trace_x0(s), seeds=2, layers=[1], steps=[0]) if what == "ensemble" else s
+
+        ref = jax.jit(build(params))(cond, key)
+        with jax.set_mesh(mesh):
+            sharded = {name: shard_params(p, mesh) for name, p in params.items()}
+            out = jax.jit(build(sharded))(cond, key)
+        result = {"rel": rel(out.latents, ref.latents)}
+        if what == "ensemble":
+            result["rel_x0"] = rel(out.trace.x0, ref.trace.x0)
+        return result
+    raise ValueError(what)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1], sys.argv[2])))
