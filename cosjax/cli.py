@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -44,9 +45,26 @@ def _convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         loras=loras,
+        vae=not args.no_vae,
+        text_encoder=not args.no_text_encoder,
     )
     print(f"wrote {out}")
+    for line in _summary(json.loads((out / "cosjax_dit.json").read_text())):
+        print(f"  {line}")
     return 0
+
+
+def _summary(meta: dict) -> list[str]:
+    """One line per converted part (DiT experts, components) and per skipped component."""
+    lines = [f"dit: {', '.join(meta['experts'])} ({meta['dtype']}, {meta['source']['layout']} layout)"]
+    for name, info in meta.get("components", {}).items():
+        if name == "tokenizer":
+            lines.append(f"tokenizer: {', '.join(info['files'])} from {info['path']}")
+        else:
+            lines.append(f"{name}: {info['dtype']}, from {info['path']} ({info['layout']} layout)")
+    for name, why in meta.get("skipped_components", {}).items():
+        lines.append(f"{name}: skipped ({why})")
+    return lines
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -60,13 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosjax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    conv = sub.add_parser("convert", help="convert a PyTorch Wan DiT checkpoint to an Orbax folder")
+    conv = sub.add_parser(
+        "convert",
+        help="convert a PyTorch Wan DiT checkpoint or a whole repo (DiT, VAE, text encoder) to Orbax",
+    )
     conv.add_argument("src", help="Diffusers repo, official Wan repo/model folder, or .safetensors file")
     conv.add_argument("dst", help="output folder (created atomically)")
     conv.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     conv.add_argument("--preset", help="take the architecture from this preset instead of config.json")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     conv.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv.add_argument("--no-vae", action="store_true", help="do not convert the VAE the source holds")
+    conv.add_argument(
+        "--no-text-encoder",
+        action="store_true",
+        help="do not convert the umT5 text encoder and tokenizer the source holds",
+    )
     conv.add_argument(
         "--lora",
         action="append",

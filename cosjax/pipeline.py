@@ -126,8 +126,9 @@ class VAE:
 
     @classmethod
     def load(cls, path: str | Path) -> VAE:
-        """Loads a VAE: an official `Wan2.x_VAE.pth`, or the Diffusers layout (a pipeline folder with
-        `vae/`, the VAE folder, or its file)."""
+        """Loads a VAE: a folder written by `cosjax convert` (its `vae/`, or the converted folder), an
+        official `Wan2.x_VAE.pth`, or the Diffusers layout (a pipeline folder with `vae/`, the VAE
+        folder, or its file). See `cosjax.weights.vae_keys.load_vae`."""
         return cls(*load_vae(path))
 
     def encode(self, video: jax.Array) -> jax.Array:
@@ -168,14 +169,16 @@ class Pipeline:
         """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`.
 
         Args:
-          path: the DiT (see `load_dit`).
+          path: the DiT (see `load_dit`). A folder that `cosjax convert` wrote from a whole repo also
+            holds `vae/`, `text_encoder/` and `tokenizer/`, which are then loaded by default.
           preset: "official" or "vbvr".
           dtype: DiT parameter dtype (None: as stored).
-          vae: an official `.pth` or Diffusers-layout VAE; default `path/vae` when it exists.
-            Without one the pipeline samples from latents only (no image conditioning, no decoding).
-          text_encoder: a repo folder with the umT5 tokenizer and weights (official or Diffusers
-            layout, see `TextEncoder.from_pretrained`); default `path` itself when it holds them.
-            Without one, prompts must come as embeddings.
+          vae: a converted, official `.pth` or Diffusers-layout VAE; default `path/vae` when it
+            exists. Without one the pipeline samples from latents only (no image conditioning, no
+            decoding).
+          text_encoder: a repo folder with the umT5 tokenizer and weights (converted, official or
+            Diffusers layout, see `TextEncoder.from_pretrained`); default `path` itself when it holds
+            them. Without one, prompts must come as embeddings.
           cache_dir: on-disk prompt-embedding cache of the text encoder (None: no cache).
         """
         if preset not in SAMPLING_PRESETS:

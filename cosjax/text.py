@@ -296,7 +296,8 @@ class TextEncoder:
 
         Args:
           path: a repo folder holding `google/umt5-xxl/` (official) or `tokenizer/` (Diffusers) and
-            `models_t5_umt5-xxl-enc-bf16.pth` (official) or `text_encoder/` (Diffusers).
+            `models_t5_umt5-xxl-enc-bf16.pth` (official) or `text_encoder/` (Diffusers, or an Orbax
+            folder with `cosjax_t5.json` written by `cosjax convert`).
           cache_dir: folder of the prompt-embedding cache; None disables it.
           dtype: parameter dtype (float32, bfloat16, float16); None keeps the stored one.
           config: architecture override (see `cosjax.weights.t5_keys.load_t5`).

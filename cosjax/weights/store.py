@@ -5,15 +5,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, abstract_params
-from cosjax.weights.convert import FORMAT_VERSION, METADATA_FILE, load_expert_arrays, numpy_dtype
+from cosjax.parallel import param_shardings
+from cosjax.weights.convert import FORMAT_VERSION, METADATA_FILE, check_expert, iter_leaves, numpy_dtype
 from cosjax.weights.safetensors_io import CheckpointError
 from cosjax.weights.sources import open_checkpoint
 
@@ -63,7 +66,9 @@ def _jitted_apply(module: WanDiT):
     return jax.jit(lambda p, x, t, c, y, plan: module.apply({"params": p}, x, t, c, y, plan))
 
 
-def load_dit(path: str | Path, dtype: str | None = None, config: DiTConfig | None = None) -> LoadedDiT:
+def load_dit(
+    path: str | Path, dtype: str | None = None, config: DiTConfig | None = None, mesh: Mesh | None = None
+) -> LoadedDiT:
     """Loads a DiT from a converted folder (`cosjax convert`) or directly from PyTorch weights.
 
     Args:
@@ -72,22 +77,46 @@ def load_dit(path: str | Path, dtype: str | None = None, config: DiTConfig | Non
       dtype: parameter dtype ("float32", "bfloat16", "float16"); None keeps the stored dtype
         (for PyTorch weights, the dtype of `patch_embedding.weight`).
       config: architecture override for PyTorch checkpoints without a usable config.json.
+      mesh: place the parameters on this mesh with `cosjax.parallel.param_shardings`. A converted
+        folder is restored straight into those shardings (each host reads only its shards); PyTorch
+        weights are placed leaf by leaf.
 
     Returns:
-      A LoadedDiT with parameters on the default device.
+      A LoadedDiT with parameters on the default device, or sharded over `mesh`.
     """
     path = Path(path)
     if (path / METADATA_FILE).is_file():
-        return _load_converted(path, dtype)
+        return _load_converted(path, dtype, mesh)
     source = open_checkpoint(path, config)
     first = source.experts[0]
     stored = first.tensors["patch_embedding.weight"].dtype
     np_dtype = numpy_dtype(dtype or stored.name)
-    experts = {e.name: load_expert_arrays(e, np_dtype, place=jax.device_put) for e in source.experts}
+    experts = {expert.name: _place_expert(expert, np_dtype, mesh) for expert in source.experts}
     return LoadedDiT(first.config, experts, source.boundary, jnp.dtype(np_dtype))
 
 
-def _load_converted(path: Path, dtype: str | None) -> LoadedDiT:
+def _shardings(config: DiTConfig, mesh: Mesh | None):
+    return None if mesh is None else param_shardings(abstract_params(config), mesh)
+
+
+def _place_expert(expert, dtype, mesh: Mesh | None) -> dict:
+    """Reads one PyTorch expert leaf by leaf, putting each on its device(s) before reading the next."""
+    shardings = _shardings(expert.config, mesh)
+    by_path = {}
+    if shardings is not None:
+        by_path = {tuple(k.key for k in p): s for p, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
+    check_expert(expert)
+    tree: dict = {}
+    for spec, leaf in iter_leaves(expert, dtype):
+        node = tree
+        for name in spec.path[:-1]:
+            node = node.setdefault(name, {})
+        node[spec.path[-1]] = jax.device_put(leaf, by_path.get(spec.path))
+        del leaf
+    return tree
+
+
+def _load_converted(path: Path, dtype: str | None, mesh: Mesh | None) -> LoadedDiT:
     from orbax.checkpoint.experimental import v1 as ocp
 
     meta = json.loads((path / METADATA_FILE).read_text())
@@ -95,9 +124,10 @@ def _load_converted(path: Path, dtype: str | None) -> LoadedDiT:
         raise CheckpointError(f"{path / METADATA_FILE}: not a cosjax DiT folder of version {FORMAT_VERSION}")
     config = DiTConfig.from_dict(meta["config"])
     stored = jnp.dtype(numpy_dtype(meta["dtype"]))
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = _shardings(config, mesh) or jax.tree.map(lambda _: single, abstract_params(config))
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, stored, sharding=sharding), abstract_params(config)
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, stored, sharding=s), abstract_params(config), shardings
     )
     experts = {}
     for name in meta["experts"]:
@@ -108,3 +138,52 @@ def _load_converted(path: Path, dtype: str | None) -> LoadedDiT:
     if target != stored:
         experts = jax.tree.map(lambda a: a.astype(target), experts)
     return LoadedDiT(config, experts, meta.get("boundary"), target)
+
+
+def save_dit(
+    path: str | Path,
+    config: DiTConfig,
+    experts: dict[str, Params],
+    boundary: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes parameters (e.g. trained or sharded ones) as a converted folder `load_dit` reads.
+
+    Same layout as `convert_checkpoint`: `cosjax_dit.json` + one Orbax checkpoint per expert, written
+    in a hidden sibling folder and renamed into place when complete. Sharded arrays are saved by every
+    host for its own shards.
+    """
+    import shutil
+
+    from orbax.checkpoint.experimental import v1 as ocp
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    dtypes = {leaf.dtype for params in experts.values() for leaf in jax.tree.leaves(params)}
+    if len(dtypes) != 1:
+        raise ValueError(f"all parameters must share one dtype, found {sorted(str(d) for d in dtypes)}")
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        for name, params in experts.items():
+            ocp.save_pytree(tmp / name, params)
+        meta = {
+            "format": "cosjax-dit",
+            "version": FORMAT_VERSION,
+            "config": config.to_dict(),
+            "experts": list(experts),
+            "high_noise_expert": "high_noise" if "high_noise" in experts else None,
+            "boundary": boundary,
+            "dtype": jnp.dtype(dtypes.pop()).name,
+            "source": {"path": None, "layout": "cosjax"},
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

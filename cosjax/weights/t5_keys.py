@@ -10,6 +10,9 @@ Every key is checked before any weight data is read: missing, unexpected and mis
 raise a `CheckpointError` naming the key and the file. Leaves are then built one at a time (all
 layers of one stacked leaf filled into one array), so the host holds at most one leaf besides what
 `place` keeps.
+
+A folder written by `cosjax convert` (an Orbax checkpoint plus `cosjax_t5.json`) is restored by
+`load_t5` as well.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from cosjax.weights.sources import index_tensors
 Layout = Literal["official", "hf"]
 _DTYPES = (np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16))
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+CONVERTED_FILE = "cosjax_t5.json"  # marks a text-encoder folder written by `cosjax convert`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +298,43 @@ def open_t5(path: str | Path, config: T5Config | None = None) -> tuple[T5Config,
     return config or UMT5_XXL, detect_layout(tensors, path), tensors
 
 
+def open_checked(
+    path: str | Path, config: T5Config | None = None
+) -> tuple[T5Config, Layout, dict[str, Entry], list[tuple[T5KeySpec, list[str]]]]:
+    """`open_t5`, then every key, shape and dtype checked (no weight data read).
+
+    Returns:
+      (config, layout, key -> tensor entry, plan): the plan is `check_keys`' (per leaf, the key to read
+      per layer), ready for `iter_leaves`.
+
+    Raises:
+      CheckpointError naming the key and file of any missing, unexpected, mis-shaped or
+      non-floating-point tensor.
+    """
+    config, layout, tensors = open_t5(path, config)
+    plan = check_keys(
+        config,
+        layout,
+        {k: e.shape for k, e in tensors.items()},
+        {k: e.file for k, e in tensors.items()},
+        path,
+    )
+    for key, entry in tensors.items():
+        if entry.dtype not in _DTYPES:
+            raise CheckpointError(f"{entry.file}: tensor {key!r} has dtype {entry.dtype}, not a float dtype")
+    return config, layout, tensors, plan
+
+
+def converted_folder(path: str | Path) -> Path | None:
+    """The folder written by `cosjax convert` that `path` names (itself, or a converted pipeline
+    folder's `text_encoder/`), told by its `cosjax_t5.json`; None when `path` is no such folder."""
+    path = Path(path)
+    for folder in (path, path / "text_encoder"):
+        if (folder / CONVERTED_FILE).is_file():
+            return folder
+    return None
+
+
 def _target_dtype(dtype, tensors: Mapping[str, Entry], first_key: str) -> np.dtype:
     dtype = tensors[first_key].dtype if dtype is None else np.dtype(jnp.dtype(dtype))
     if dtype not in _DTYPES:
@@ -328,8 +369,9 @@ def load_t5(
     """Loads a umT5 encoder checkpoint into our parameter tree.
 
     Args:
-      path: see `open_t5`.
-      config: architecture override (see `open_t5`).
+      path: see `open_t5`; or a folder written by `cosjax convert` (its `text_encoder/`, or the pipeline
+        folder holding it), read by `cosjax.weights.convert.load_converted_t5`.
+      config: architecture override (see `open_t5`; for a converted folder it must equal the stored one).
       dtype: parameter dtype (float32, bfloat16 or float16); None keeps the stored dtype of the
         token embedding (bfloat16 for the official file and the Diffusers repos).
       place: applied to each leaf as soon as it is built (default `jnp.asarray`; e.g. a
@@ -342,17 +384,12 @@ def load_t5(
       CheckpointError naming the key and file of any missing, unexpected, mis-shaped or
       non-floating-point tensor, before any weight data is read.
     """
-    config, layout, tensors = open_t5(path, config)
-    plan = check_keys(
-        config,
-        layout,
-        {k: e.shape for k, e in tensors.items()},
-        {k: e.file for k, e in tensors.items()},
-        path,
-    )
-    for key, entry in tensors.items():
-        if entry.dtype not in _DTYPES:
-            raise CheckpointError(f"{entry.file}: tensor {key!r} has dtype {entry.dtype}, not a float dtype")
+    converted = converted_folder(path)
+    if converted is not None:
+        from cosjax.weights.convert import load_converted_t5
+
+        return load_converted_t5(converted, config, dtype, place)
+    config, _, tensors, plan = open_checked(path, config)
     np_dtype = _target_dtype(dtype, tensors, plan[0][1][0])
     params: dict = {}
     for leaf_path, leaf in iter_leaves(plan, tensors, np_dtype):

@@ -51,6 +51,7 @@ Layout = Literal["diffusers", "official"]
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 INDEX_FILE = WEIGHTS_FILE + ".index.json"
 OFFICIAL_SUFFIXES = (".pth", ".pt")
+CONVERTED_FILE = "cosjax_vae.json"  # marks a VAE folder written by `cosjax convert`
 _LEAF_NAMES = {"kernel": "weight", "scale": "gamma", "bias": "bias"}
 
 # The official checkpoints carry no config. Wan2.1: Diffusers `AutoencoderKLWan()` defaults (= our
@@ -451,9 +452,11 @@ def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
     """Loads a Wan VAE in either layout, told by the path.
 
     Args:
-      path: an official `.pth` / `.pt` file (or a folder holding exactly one `*VAE.pth` and no Diffusers
-        VAE weights, e.g. an official Wan2.2-TI2V-5B download) -> `load_vae_official`; anything else (a
-        Diffusers pipeline / VAE folder or `.safetensors` file) -> `load_vae_diffusers`.
+      path: a folder written by `cosjax convert` (its `vae/`, or the pipeline folder holding it) ->
+        `cosjax.weights.convert.load_converted_vae`; an official `.pth` / `.pt` file (or a folder holding
+        exactly one `*VAE.pth` and no Diffusers VAE weights, e.g. an official Wan2.2-TI2V-5B download)
+        -> `load_vae_official`; anything else (a Diffusers pipeline / VAE folder or `.safetensors` file)
+        -> `load_vae_diffusers`.
       config: passed on; None means the loader's own choice.
 
     Returns:
@@ -463,7 +466,53 @@ def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
       CheckpointError as the chosen loader does.
     """
     path = Path(path)
+    converted = converted_folder(path)
+    if converted is not None:
+        from cosjax.weights.convert import load_converted_vae
+
+        return load_converted_vae(converted, config)
     official = _official_file(path)
     if official is not None:
         return load_vae_official(official, config)
     return load_vae_diffusers(path, config)
+
+
+def converted_folder(path: str | os.PathLike) -> Path | None:
+    """The folder written by `cosjax convert` that `path` names (itself, or a converted pipeline
+    folder's `vae/`), told by its `cosjax_vae.json`; None when `path` is no such folder."""
+    path = Path(path)
+    for folder in (path, path / "vae"):
+        if (folder / CONVERTED_FILE).is_file():
+            return folder
+    return None
+
+
+def open_vae(path: str | os.PathLike, config: VAEConfig | None = None) -> tuple[VAEConfig, Layout, dict]:
+    """Indexes and checks a Wan VAE in either layout, without converting any tensor.
+
+    Safetensors are read as headers only; an official `.pth` is memory-mapped (see `read_torch_state`).
+
+    Args:
+      path: as for `load_vae` (an official `.pth` or folder holding one, or the Diffusers layout).
+      config: the architecture; None reads config.json (Diffusers) or tells it by z_dim (official).
+
+    Returns:
+      (config, layout, {key: entry}) with every key, shape and dtype checked by `check_keys`.
+
+    Raises:
+      CheckpointError as the loaders do.
+    """
+    path = Path(path)
+    official = _official_file(path)
+    if official is not None:
+        entries: dict = read_torch_state(official)
+        config = config or official_config(entries, official)
+        check_keys(config, entries, official, layout="official")
+        return config, "official", entries
+    folder, files = _find_files(path)
+    config = config or _read_config(folder)
+    entries = {}
+    for file in files:
+        entries.update(read_header(file))
+    check_keys(config, entries, path)
+    return config, "diffusers", entries

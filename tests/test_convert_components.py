@@ -1,0 +1,247 @@
+"""`convert_checkpoint` on a whole repo: VAE, umT5 encoder and tokenizer converted beside the DiT.
+
+A tiny Diffusers-layout I2V repo (two experts, `vae/`, `text_encoder/`, `tokenizer/`) is converted in
+float32. Converted parameters must equal what the PyTorch-weight loaders give on the source, bit for
+bit, and a `Pipeline` built from the converted folder must condition exactly as one built from the
+source. An official-layout repo root (`Wan2.1_VAE.pth`, the umT5 `.pth`, `google/umt5-xxl/`) is
+converted too. Broken components must abort the whole conversion before anything is written, leaving
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+from conftest import make_reference, save_official
+from test_t5_parity import official_state
+from test_text import make_encoder, write_tokenizer
+from test_vae_parity import save_official_vae
+
+import cosjax as cj
+from cosjax.cli import main as cli_main
+from cosjax.models.vae import VAEConfig
+from cosjax.pipeline import Pipeline
+from cosjax.text import TextEncoder
+from cosjax.weights import t5_keys, vae_keys
+from cosjax.weights.convert import find_components
+from cosjax.weights.safetensors_io import CheckpointError
+from cosjax.weights.t5_keys import config_from_hf, load_t5
+from cosjax.weights.vae_keys import load_vae
+
+Z = 16  # the I2V DiT's latent channels (in_channels 36 = 16 + 4 mask + 16 image latents)
+IMAGE = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+
+
+def make_vae(seed: int = 0):
+    """A tiny Wan2.1-style `AutoencoderKLWan` (z_dim 16, stride 4x8x8) with random weights (float32)."""
+    from diffusers import AutoencoderKLWan
+
+    gen = torch.Generator().manual_seed(seed)
+    model = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=Z,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=(0.5 * torch.randn(Z, generator=gen)).tolist(),
+        latents_std=(0.5 + torch.rand(Z, generator=gen)).tolist(),
+    ).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            p.copy_(1.0 + 0.2 * noise if "gamma" in name else 0.2 * noise)
+    return model
+
+
+def vae_config(model) -> VAEConfig:
+    return VAEConfig.from_diffusers(dict(model.config))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A tiny Diffusers-layout Wan2.2 I2V A14B repo with every component."""
+    root = tmp_path_factory.mktemp("components") / "repo"
+    make_reference(in_channels=36, out_channels=16, seed=1).save_pretrained(root / "transformer")
+    make_reference(in_channels=36, out_channels=16, seed=2).save_pretrained(root / "transformer_2")
+    make_vae().save_pretrained(root / "vae")
+    write_tokenizer(root / "tokenizer")
+    vocab = json.loads((root / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    make_encoder(len(vocab), seed=0).save_pretrained(root / "text_encoder")
+    (root / "model_index.json").write_text(
+        json.dumps({"_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.9})
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def converted(repo) -> Path:
+    return cj.convert_checkpoint(repo, repo.parent / "converted", dtype="float32", progress=False)
+
+
+def assert_same_tree(ours, ref) -> None:
+    """Same structure, and per leaf the same dtype and the exact same values."""
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(ref)
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(ours), jax.tree_util.tree_leaves(ref), strict=True
+    ):
+        assert a.dtype == b.dtype, path
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+
+
+def test_converted_folder_layout(converted, repo):
+    meta = json.loads((converted / "cosjax_dit.json").read_text())
+    assert meta["experts"] == ["high_noise", "low_noise"] and meta["boundary"] == 0.9
+    parts = meta["components"]
+    assert parts["vae"] == {
+        "folder": "vae",
+        "dtype": "float32",
+        "path": str((repo / "vae").resolve()),
+        "layout": "diffusers",
+    }
+    assert parts["text_encoder"]["dtype"] == "float32" and parts["text_encoder"]["layout"] == "hf"
+    assert parts["tokenizer"]["files"] == ["tokenizer.json", "tokenizer_config.json"]
+    assert meta["skipped_components"] == {}
+    names = {p.name for p in converted.iterdir()}
+    assert names == {"cosjax_dit.json", "high_noise", "low_noise", "vae", "text_encoder", "tokenizer"}
+    assert (converted / "vae" / "cosjax_vae.json").is_file()
+    assert (converted / "text_encoder" / "cosjax_t5.json").is_file()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (converted / "tokenizer" / name).read_bytes() == (repo / "tokenizer" / name).read_bytes()
+    assert [p.name for p in converted.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_converted_vae_equals_source(converted, repo):
+    config, params = load_vae(converted / "vae")
+    ref_config, ref = load_vae(repo)
+    assert config == ref_config
+    assert_same_tree(params, ref)
+    assert load_vae(converted)[0] == config  # the converted pipeline folder itself is accepted too
+    with pytest.raises(CheckpointError, match="cosjax_vae.json: holds VAEConfig"):
+        load_vae(converted, config=vae_keys.WAN21_VAE)
+
+
+def test_converted_text_encoder_equals_source(converted, repo):
+    config, params = load_t5(converted / "text_encoder")
+    ref_config, ref = load_t5(repo)
+    assert config == ref_config
+    assert_same_tree(params, ref)
+    # dtype on load: cast from the stored float32 as the PyTorch loader casts
+    assert_same_tree(load_t5(converted, dtype="bfloat16")[1], load_t5(repo, dtype="bfloat16")[1])
+
+
+def test_pipeline_from_converted_folder_conditions_as_from_source(converted, repo):
+    ours = Pipeline.from_pretrained(converted, preset="vbvr")
+    ref = Pipeline.from_pretrained(repo, preset="vbvr")
+    assert ours.vae is not None and ours.text_encoder is not None
+    assert ours.model == ref.model and ours.settings == ref.settings
+    got = ours.condition(image=IMAGE, prompt="draw the path", frames=9)
+    want = ref.condition(image=IMAGE, prompt="draw the path", frames=9)
+    assert got.y.shape == (1, 20, 3, 4, 6) and got.context.shape == (1, 512, 32)
+    for name in ("context", "negative", "y"):
+        np.testing.assert_array_equal(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)), name)
+
+
+def test_official_repo_root(tmp_path, monkeypatch, capsys):
+    """An official-layout repo root (DiT shards, `Wan2.1_VAE.pth`, the bf16 umT5 `.pth` and
+    `google/umt5-xxl/`) through the CLI, in bfloat16.
+
+    The official files carry no config; the tiny ones are registered where the real ones live (the VAE's
+    under its z_dim, the encoder's as umt5-xxl).
+    """
+    vae_model = make_vae(seed=4)
+    monkeypatch.setitem(vae_keys.OFFICIAL_CONFIGS, Z, vae_config(vae_model))
+    root = save_official(make_reference(in_channels=36, out_channels=16, seed=3), tmp_path / "official")
+    pth = save_official_vae(vae_model, root / "Wan2.1_VAE.pth")
+    write_tokenizer(root / "google" / "umt5-xxl")
+    vocab = json.loads((root / "google" / "umt5-xxl" / "tokenizer.json").read_text())["model"]["vocab"]
+    encoder = make_encoder(len(vocab), seed=5)
+    monkeypatch.setattr(t5_keys, "UMT5_XXL", config_from_hf(encoder.config.to_dict(), "tiny"))
+    t5_pth = root / "models_t5_umt5-xxl-enc-bf16.pth"
+    torch.save({k: v.bfloat16() for k, v in official_state(encoder.state_dict()).items()}, t5_pth)
+
+    assert cli_main(["convert", str(root), str(tmp_path / "out"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "vae: float32, from" in printed and "Wan2.1_VAE.pth (official layout)" in printed
+    assert "text_encoder: bfloat16, from" in printed and "(official layout)" in printed
+    out = tmp_path / "out"
+    meta = json.loads((out / "cosjax_dit.json").read_text())
+    assert meta["dtype"] == "bfloat16" and set(meta["components"]) == {"vae", "text_encoder", "tokenizer"}
+    config, params = load_vae(out / "vae")  # float32 whatever the DiT's dtype
+    ref_config, ref = load_vae(pth)
+    assert config == ref_config
+    assert_same_tree(params, ref)
+    config, params = load_t5(out / "text_encoder")
+    assert_same_tree(params, load_t5(t5_pth)[1])  # bfloat16, as stored
+    pipe = Pipeline.from_pretrained(out)
+    source = TextEncoder.from_pretrained(root)
+    prompt = ["a red cat on the mat"]
+    np.testing.assert_array_equal(np.asarray(pipe.text_encoder(prompt)), np.asarray(source(prompt)))
+
+
+def test_components_can_be_left_out(repo, tmp_path, capsys):
+    args = ["convert", str(repo), str(tmp_path / "out"), "--quiet", "--no-vae", "--no-text-encoder"]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "vae: skipped (not requested)" in printed and "text_encoder: skipped (not requested)" in printed
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"cosjax_dit.json", "high_noise", "low_noise"}
+    pipe = Pipeline.from_pretrained(tmp_path / "out")
+    assert pipe.vae is None and pipe.text_encoder is None
+    bare = find_components(repo / "transformer", pipe.dit.config)  # a model folder holds neither
+    assert bare.vae is None and bare.text_encoder is None
+    assert bare.skipped == {"vae": "not found in the source", "text_encoder": "not found in the source"}
+
+
+@pytest.fixture
+def src(repo, tmp_path) -> Path:
+    """A private copy of the repo, to break."""
+    return Path(shutil.copytree(repo, tmp_path / "src"))
+
+
+def _convert_fails(src: Path, tmp_path: Path, match: str, error=CheckpointError) -> None:
+    dst = tmp_path / "out"
+    with pytest.raises(error, match=match):
+        cj.convert_checkpoint(src, dst, dtype="float32", progress=False)
+    assert not dst.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary output left behind"
+
+
+def test_corrupt_text_encoder_shard_aborts(src, tmp_path):
+    path = src / "text_encoder" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:20] = b"not json at!"
+    path.write_bytes(bytes(data))
+    _convert_fails(src, tmp_path, r"text_encoder/model\.safetensors: corrupt safetensors header")
+
+
+def test_missing_tokenizer_json_aborts(src, tmp_path):
+    (src / "tokenizer" / "tokenizer.json").unlink()
+    _convert_fails(src, tmp_path, r"tokenizer/tokenizer\.json: not found")
+
+
+def test_misshaped_vae_tensor_aborts(src, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = src / "vae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(path))
+    state["decoder.conv_out.weight"] = torch.zeros(3, 5)
+    save_file(state, str(path))
+    _convert_fails(src, tmp_path, r"tensor 'decoder\.conv_out\.weight' has shape \(3, 5\)")
+
+
+def test_failure_while_writing_a_component_leaves_nothing(src, tmp_path, monkeypatch):
+    real = t5_keys.iter_leaves
+
+    def failing(plan, tensors, dtype):
+        for i, item in enumerate(real(plan, tensors, dtype)):
+            if i == 3:
+                raise OSError("disk full (simulated)")
+            yield item
+
+    monkeypatch.setattr(t5_keys, "iter_leaves", failing)
+    _convert_fails(src, tmp_path, "disk full", error=OSError)
