@@ -95,7 +95,66 @@ def run(what: str, mesh_spec: str) -> dict:
         if what == "ensemble":
             result["rel_x0"] = rel(out.trace.x0, ref.trace.x0)
         return result
+    if what == "restore":
+        return restore(sizes)
     raise ValueError(what)
+
+
+def _status(field: str) -> int:
+    import re
+
+    return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+
+def restore(target_sizes: dict) -> dict:
+    """Saves a mid-size expert sharded on one mesh, restores it onto `target_sizes` straight into
+    that mesh's shardings, and measures the transient host memory of the restore."""
+    import ctypes
+    import gc
+    import tempfile
+
+    from cosjax.parallel import param_shardings
+    from cosjax.weights.store import load_dit, save_dit
+
+    config = cj.DiTConfig(
+        dim=512, ffn_dim=2048, num_heads=4, num_layers=8, in_dim=16, out_dim=16, text_dim=256
+    )
+    params = shard_params(cj.init_params(config, jax.random.key(0)), make_mesh(fsdp=4, tensor=2))
+    expert_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
+    folder = os.path.join(tempfile.mkdtemp(), "ckpt")
+    save_dit(folder, config, {"dit": params})
+    warm = load_dit(folder, mesh=make_mesh(fsdp=8))  # warm-up: orbax code paths and thread pools
+    jax.block_until_ready(warm.params)
+    del warm
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    mesh = make_mesh(**target_sizes)
+    open("/proc/self/clear_refs", "w").write("5")
+    base = _status("VmRSS")
+    loaded = load_dit(folder, mesh=mesh)
+    jax.block_until_ready(loaded.params)
+    peak = _status("VmHWM")
+    want = param_shardings(params, mesh)
+    same_values = all(
+        bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params), strict=True)
+    )
+    same_shardings = all(
+        a.sharding.is_equivalent_to(s, a.ndim)
+        for a, s in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(want), strict=True)
+    )
+    # On CPU the "devices" live in host memory: subtract what the restored shards themselves occupy
+    # (replicas included) to get the restore's own host overhead.
+    device_bytes = sum(
+        s.data.nbytes for leaf in jax.tree.leaves(loaded.params) for s in leaf.addressable_shards
+    )
+    return {
+        "expert_bytes": expert_bytes,
+        "device_bytes": device_bytes,
+        "overhead": peak - base - device_bytes,
+        "same_values": same_values,
+        "same_shardings": same_shardings,
+    }
 
 
 if __name__ == "__main__":
