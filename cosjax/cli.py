@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    from cosjax.parallel import initialize_distributed
+
+    initialize_distributed()  # multi-host runs (COSJAX_DISTRIBUTED=1, set by tpu/run.sh); else a no-op
     try:
         return args.func(args)
     except (ValueError, FileExistsError) as e:  # CheckpointError is a ValueError

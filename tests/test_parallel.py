@@ -117,3 +117,32 @@ def test_checkpoint_saved_on_one_mesh_restores_sharded_onto_another(mesh):
     print(mesh, result)
     assert result["same_values"] and result["same_shardings"]
     assert result["overhead"] < result["expert_bytes"]
+
+
+def test_two_processes_over_loopback(tmp_path):
+    """A sampler sharded over 2 processes x 4 devices equals the single-device run, and only
+    process 0 writes TensorBoard files."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).with_name("multiprocess_run.py")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(i), str(port), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    print(result)
+    assert result["processes"] == 2 and result["rel"] <= 1e-5
+    assert len(list((tmp_path / "logs").iterdir())) == 1  # one event file: process 0's
