@@ -1,12 +1,13 @@
 """Rotary position embedding and the attention seam of the Wan DiT.
 
 Every attention call in the model goes through `attention(...)`; the backend is picked by platform
-(XLA everywhere for now; the GPU cuDNN and TPU splash kernels plug in here) and can be overridden by
-name. Layout inside the model is token-major: q, k, v are [B, L, N, d].
+(Pallas splash on TPU, cuDNN flash on GPU, XLA elsewhere) and can be overridden by name. Layout
+inside the model is token-major: q, k, v are [B, L, N, d]; `kv_len` masks padded keys.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
@@ -88,13 +89,83 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_len: jax.Array | 
     ).astype(q.dtype)
 
 
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_len: jax.Array | None = None) -> jax.Array:
+    """cuDNN flash attention (GPU), same contract as `xla_attention`.
+
+    cuDNN's fused kernel takes bfloat16/float16 only; float32 inputs run the XLA path so that float32
+    results stay float32-exact.
+    """
+    if q.dtype == jnp.float32:
+        return xla_attention(q, k, v, kv_len)
+    lengths = None if kv_len is None else kv_len.astype(jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
+
+
+SPLASH_BLOCK = 512
+
+
+def splash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, kv_len: jax.Array | None = None, interpret: bool = False
+) -> jax.Array:
+    """Pallas splash attention (TPU), same contract as `xla_attention`.
+
+    Sequences are zero-padded to a multiple of the kernel block; padded keys (and keys past `kv_len`)
+    get segment id 1 and real ones 0, so no query attends to them, and padded query rows are dropped.
+    The kernel does not scale, so q is multiplied by 1/sqrt(d) first. `interpret=True` runs the kernel
+    in the Pallas interpreter (any platform; for tests).
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    b, lq, n, d = q.shape
+    lk = k.shape[1]
+    block = min(SPLASH_BLOCK, _round_up(max(lq, lk), 128))
+    lq_p, lk_p = _round_up(lq, block), _round_up(lk, block)
+
+    def to_heads(a, length):  # [B, L, N, d] -> zero-padded [B, N, length, d]
+        return jnp.pad(a, ((0, 0), (0, length - a.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+
+    qh = to_heads(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), lq_p)
+    kh, vh = to_heads(k, lk_p), to_heads(v, lk_p)
+    mask = masks.MultiHeadMask([masks.FullMask((lq_p, lk_p))] * n)
+    sizes = kernels.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block)
+    kernel = kernels.make_splash_mha(
+        mask, head_shards=1, q_seq_shards=1, block_sizes=sizes, interpret=interpret
+    )
+    valid = jnp.full((b,), lk, jnp.int32) if kv_len is None else kv_len.astype(jnp.int32)
+    kv_segments = (jnp.arange(lk_p)[None, :] >= valid[:, None]).astype(jnp.int32)  # [B, Lk_p]
+    q_segments = jnp.zeros((b, lq_p), jnp.int32)
+
+    def one(qb, kb, vb, qs, ks):
+        return kernel(qb, kb, vb, segment_ids=kernels.SegmentIds(q=qs, kv=ks))
+
+    out = jax.vmap(one)(qh, kh, vh, q_segments, kv_segments)  # [B, N, Lq_p, d]
+    return out[:, :, :lq].transpose(0, 2, 1, 3).astype(q.dtype)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
 AttentionFn = Callable[..., jax.Array]
-BACKENDS: dict[str, AttentionFn] = {"xla": xla_attention}
+BACKENDS: dict[str, AttentionFn] = {
+    "xla": xla_attention,
+    "cudnn": cudnn_attention,
+    "splash": splash_attention,
+}
+_BY_PLATFORM = {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}
 
 
 def default_backend() -> str:
-    """The backend used when none is named: XLA on every platform until the fast kernels land."""
-    return "xla"
+    """The backend for the default platform: splash on TPU, cuDNN on GPU, XLA elsewhere.
+
+    Override with the `attention_backend` argument of the model or the COSJAX_ATTENTION environment
+    variable.
+    """
+    forced = os.environ.get("COSJAX_ATTENTION")
+    if forced:
+        return forced
+    return _BY_PLATFORM.get(jax.default_backend(), "xla")
 
 
 def attention(
