@@ -132,3 +132,10 @@ def test_prompts_go_through_the_text_encoder(ckpt, tmp_path):
     np.testing.assert_array_equal(cond.context, loaded.text_encoder(["draw the path"]))
     np.testing.assert_array_equal(cond.negative, loaded.text_encoder([WAN_NEGATIVE_PROMPT]))
     assert cond.context.shape == (1, 512, 32) and float(jnp.abs(cond.context[0, 0]).sum()) > 0
+
+
+def test_memory_check_before_compiling(pipe):
+    plan = pipe.check_memory(frames=9, height=32, width=48, device_bytes=2**30)
+    assert 0 < plan.total < 2**30
+    with pytest.raises(ValueError, match=r"(?s)needs about [0-9.]+ GiB per device.*To fit, change one of:.*flash attention"):
+        pipe.check_memory(frames=81, height=720, width=1280, device_bytes=8 * 2**30)
