@@ -137,5 +137,6 @@ def test_prompts_go_through_the_text_encoder(ckpt, tmp_path):
 def test_memory_check_before_compiling(pipe):
     plan = pipe.check_memory(frames=9, height=32, width=48, device_bytes=2**30)
     assert 0 < plan.total < 2**30
-    with pytest.raises(ValueError, match=r"(?s)needs about [0-9.]+ GiB per device.*To fit, change one of:.*flash attention"):
+    fix = r"(?s)needs about [0-9.]+ GiB per device.*To fit, change one of:.*flash attention"
+    with pytest.raises(ValueError, match=fix):
         pipe.check_memory(frames=81, height=720, width=1280, device_bytes=8 * 2**30)
