@@ -278,7 +278,11 @@ class WanDiT(nn.Module):
         e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_1")(t_emb)
         e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_2")(nn.silu(e))  # [B, 1|L, D]
         e0 = _dense(6 * cfg.dim, jnp.float32, pdt, "time_projection")(nn.silu(e))
-        e0 = e0.reshape(*e0.shape[:2], 6, cfg.dim)
+        # keep the modulation whole along (6, D): the projection's output sharding would otherwise
+        # split the 6 chunks across devices and force a rematerialisation per block
+        tokens_axis = "context" if t.ndim == 2 else None
+        e0 = constrain(e0.reshape(*e0.shape[:2], 6, cfg.dim), "data", tokens_axis, None, None)
+        e = constrain(e, "data", tokens_axis, None)
 
         pad = cfg.text_len - context.shape[1]
         context = jnp.pad(context.astype(dt), ((0, 0), (0, pad), (0, 0)))

@@ -164,21 +164,6 @@ def _merge(tree: dict, other: dict) -> dict:
     return tree
 
 
-def load_expert_arrays(expert: ExpertSource, dtype: np.dtype, place=np.asarray) -> dict:
-    """The whole parameter tree of one expert (for direct loading).
-
-    Args:
-      place: applied to each leaf as soon as it is built (e.g. `jax.device_put`), so the host copy
-        of a leaf can be dropped before the next is read.
-    """
-    check_expert(expert)
-    tree: dict = {}
-    for spec, leaf in iter_leaves(expert, dtype):
-        _merge(tree, nest(spec.path, place(leaf)))
-        del leaf
-    return tree
-
-
 def _return_freed_memory() -> None:
     """Hands freed heap back to the OS (glibc only; a no-op elsewhere).
 
