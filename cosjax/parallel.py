@@ -13,6 +13,8 @@ which is a no-op unless a mesh is set with `jax.set_mesh(mesh)`, so the same cod
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 
@@ -55,17 +57,33 @@ def axis_size(name: str) -> int:
     return dict(mesh.shape)[name]
 
 
+_BATCH_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("cosjax_batch_axis", default="data")
+
+
+@contextlib.contextmanager
+def batch_axis(name: str | None):
+    """Within this block, model code's "data" constraints use mesh axis `name` instead (None: no
+    constraint). `ensemble` uses it to give the `data` axis to its vmapped seeds."""
+    token = _BATCH_AXIS.set(name)
+    try:
+        yield
+    finally:
+        _BATCH_AXIS.reset(token)
+
+
 def constrain(x: jax.Array, *spec) -> jax.Array:
     """`with_sharding_constraint(x, P(*spec))` under an active mesh; axes it lacks are dropped."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return x
+    batch = _BATCH_AXIS.get()
 
     def keep(entry):
         if entry is None:
             return None
         names = (entry,) if isinstance(entry, str) else tuple(entry)
-        names = tuple(n for n in names if n in mesh.axis_names)
+        names = tuple(batch if n == "data" else n for n in names)
+        names = tuple(n for n in names if n is not None and n in mesh.axis_names)
         return names if len(names) > 1 else (names[0] if names else None)
 
     return jax.lax.with_sharding_constraint(x, P(*(keep(e) for e in spec)))

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.parallel import axis_size, batch_axis
 from cosjax.plan import Plan
 from cosjax.sampling.sampler import Conditioning, Result, Sampler
 
@@ -183,6 +184,9 @@ def ensemble(
         else:
             raise ValueError(f"ensemble of {seeds} seeds got keys of shape {key.shape}")
         plan = plan.replace(merge_layers=layer_mask, merge_steps=step_mask, merge_axis=axis_name)
-        return jax.vmap(lambda k: f.fn(cond, k, plan), axis_name=axis_name)(keys)
+        # Under a mesh, the seeds take the `data` axis (the runs inside are then not data-sharded).
+        spmd = "data" if axis_size("data") > 1 else None
+        with batch_axis(None if spmd else "data"):
+            return jax.vmap(lambda k: f.fn(cond, k, plan), axis_name=axis_name, spmd_axis_name=spmd)(keys)
 
     return f.wrap(fn)

@@ -94,6 +94,9 @@ def run(what: str, mesh_spec: str) -> dict:
         result = {"rel": rel(out.latents, ref.latents)}
         if what == "ensemble":
             result["rel_x0"] = rel(out.trace.x0, ref.trace.x0)
+            result["seed_axis_spec"] = (
+                str(out.latents.sharding.spec[0]) if out.latents.sharding.spec else "None"
+            )
         return result
     if what == "restore":
         return restore(sizes)

@@ -51,6 +51,7 @@ def test_sampler_and_composed_transform_sharded(what):
     assert result["rel"] <= 1e-5
     if what == "ensemble":
         assert result["rel_x0"] <= 1e-5
+        assert result["seed_axis_spec"] == "data"  # the seeds are sharded over the data axis
 
 
 def test_parameter_specs():
