@@ -1,0 +1,639 @@
+"""Flow-matching training of a tiny Wan-architecture I2V model in pixel space (no VAE).
+
+This trains the embedded toy model of `DESIGN.md` section 7: same `WanDiT` code as the real
+checkpoints, tiny config, optax, Orbax checkpoints, TensorBoard logging, exact resumption.
+
+Pixel "latent" layout (what the DiT and the sampler see):
+  * videos are uint8 [N, F, H, W, 3] (F = 9, H = W = 32 for the toy tasks); the model space is
+    float32 x = video / 127.5 - 1 in [-1, 1], channels-first [B, C=3, T=F, H, W]. There is no
+    temporal or spatial compression: one "latent frame" is one video frame.
+  * I2V conditioning `y` [B, 7, F, H, W] (same structure as Wan's 4 mask + image-latent channels):
+    channels 0-3 the mask, ones on frame 0 and zeros elsewhere (Wan's 4 mask channels stand for the
+    4 video frames packed in one latent frame; here all 4 are the same frame-0 mask, kept so the
+    channel structure matches the real I2V models); channels 4-6 the first frame in model space on
+    frame 0, zeros on the other frames.
+  * so in_dim = 3 (noisy video) + 4 + 3 = 10, out_dim = 3, model_type "i2v".
+  * patch_size (1, 4, 4): a 32 x 32 frame becomes an 8 x 8 token grid, 9 x 8 x 8 = 576 tokens. With
+    (1, 2, 2) it would be 2304 tokens: self-attention costs 16x and the linears 4x more, ~10x slower
+    steps on a CPU, for a model that sees structure (a moving square) far coarser than 4 px. The
+    real models patchify latents 8x downsampled by the VAE, so one token covers 16 x 16 pixels
+    there; 4 x 4 pixels per token is still 16x finer than that.
+
+Text: a fixed random embedding per prompt id, float32 [num_prompts, text_len=4, text_dim], drawn
+once from the seed and stored in the workdir and the export. The DiT's own learned text MLP
+(`text_embedding_1/2`) maps them wherever it needs, so a jointly learned table adds nothing for a
+closed set of ids; fixed vectors keep the export simple (the sampler's `context` is a table lookup)
+and cannot collapse onto the CFG null. The null / negative prompt is the all-zeros context.
+
+Loss: rectified flow matching as Wan: x_s = (1 - s) x0 + s eps, target v = eps - x0, the DiT gets
+t = 1000 s. s is "shifted uniform" by default: u ~ U(0, 1), s = shift u / (1 + (shift - 1) u), the
+same shift map as the sampler's sigma grids (`cosjax.sampling.schedules`), shift 3 by default (more
+weight on high noise, where the toy's content -- where the object goes -- is decided); sample with
+the same shift. `time_sampling="logit_normal"` draws u = sigmoid(N(0, 1)) (SD3) before the shift.
+The MSE covers all frames, frame 0 included (the sampler denoises frame 0 too; the model learns to
+copy it from y).
+
+CFG: the prompt is dropped (context set to zeros) with probability `p_uncond` (0.1) per example;
+the image conditioning y is kept, as in Wan's I2V where the negative branch shares y. At sampling
+time pass `negative = zeros` (see `toy_conditioning`).
+
+Initialisation: `init_params` then the head kernel zeroed (as the official `init_weights`), so the
+first prediction is v = 0 and the initial loss is E|eps - x0|^2.
+
+Determinism and resumption: the batch of step k is the slice [k B, (k + 1) B) of the concatenation
+of per-epoch permutations `default_rng([seed, epoch]).permutation(N)`; noise, timesteps and prompt
+dropout come from `fold_in(key(seed), k)`. A run restarted from a checkpoint at step k therefore
+replays exactly what the uninterrupted run would have done.
+
+Workdir layout: `train_config.json` (resolved config + data fingerprint), `prompt_embeddings.npy`,
+`checkpoints/<step>/` (Orbax `CheckpointManager`, max_to_keep 2; params, EMA, optimiser state,
+step), `tb/` (TensorBoard: train/loss, train/lr, train/grad_norm, train/steps_per_sec).
+
+Single process only (the toy trains on one host); logging is process-0 safe through `Writer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from cosjax.configs import DiTConfig
+from cosjax.models.dit import WanDiT, init_params
+from cosjax.parallel import is_main_process
+
+Params = Any
+
+MASK_CHANNELS = 4
+IMAGE_CHANNELS = 3
+TOY_FORMAT = "cosjax-pixel-toy"
+TOY_FILE = "toy.json"
+
+
+def toy_dit_config(
+    dim: int = 96,
+    num_layers: int = 4,
+    num_heads: int = 2,
+    ffn_dim: int | None = None,
+    patch_size: tuple[int, int, int] = (1, 4, 4),
+    text_dim: int = 32,
+    text_len: int = 4,
+) -> DiTConfig:
+    """The pixel-space I2V DiT: in_dim 10 (3 noisy + 4 mask + 3 first frame), out_dim 3.
+
+    head_dim = dim / num_heads must be even (RoPE); the default 96 / 2 = 48 splits 16/16/16 over
+    frame, row and column.
+    """
+    return DiTConfig(
+        dim=dim,
+        ffn_dim=ffn_dim or 4 * dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        in_dim=IMAGE_CHANNELS + MASK_CHANNELS + IMAGE_CHANNELS,
+        out_dim=IMAGE_CHANNELS,
+        model_type="i2v",
+        patch_size=patch_size,
+        text_len=text_len,
+        text_dim=text_dim,
+        freq_dim=64,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (besides the data).
+
+    Attributes:
+      model: the DiT (see `toy_dit_config`; in_dim 10, out_dim 3, "i2v").
+      steps: total optimiser steps (also the length of the cosine schedule).
+      batch_size: examples per step.
+      lr: peak learning rate (AdamW).
+      warmup: linear warmup steps from 0 to `lr`, then cosine decay to `lr * min_lr_ratio`.
+      min_lr_ratio: final learning rate as a fraction of `lr`.
+      weight_decay: AdamW decoupled weight decay, on Dense kernels only.
+      b1, b2: Adam moments.
+      grad_clip: global-norm gradient clipping threshold.
+      ema_decay: EMA decay, warmed up as min(ema_decay, (1 + k) / (10 + k)) at step k.
+      seed: seeds init, prompt embeddings, data order, noise, timesteps and dropout.
+      p_uncond: probability of dropping the prompt (zeros context) for CFG.
+      time_sampling: "uniform" or "logit_normal" base distribution of u in (0, 1).
+      time_shift: s = shift u / (1 + (shift - 1) u); 1 = no shift.
+      num_prompts: size of the prompt-embedding table; None = max(prompt_ids) + 1.
+      checkpoint_every: save an Orbax checkpoint every this many steps (and at the end).
+      log_every: TensorBoard / progress-bar interval in steps.
+    """
+
+    model: DiTConfig = dataclasses.field(default_factory=toy_dit_config)
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 3e-4
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.999
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    p_uncond: float = 0.1
+    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    time_shift: float = 3.0
+    num_prompts: int | None = None
+    checkpoint_every: int = 500
+    log_every: int = 10
+
+    def __post_init__(self):
+        m = self.model
+        if (
+            m.model_type != "i2v"
+            or m.out_dim != IMAGE_CHANNELS
+            or m.in_dim != 2 * IMAGE_CHANNELS + MASK_CHANNELS
+        ):
+            raise ValueError(
+                f"the pixel toy needs an i2v DiT with in_dim 10 and out_dim 3, got {m.model_type} "
+                f"in_dim {m.in_dim} out_dim {m.out_dim}"
+            )
+        if self.time_sampling not in ("uniform", "logit_normal"):
+            raise ValueError(f"time_sampling must be 'uniform' or 'logit_normal', got {self.time_sampling!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("steps, batch_size, checkpoint_every and log_every must be >= 1")
+        if not 0 <= self.warmup < self.steps:
+            raise ValueError(f"warmup must be in [0, steps), got {self.warmup}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["model"] = DiTConfig.from_dict(d["model"])
+        return cls(**d)
+
+
+@struct.dataclass
+class TrainState:
+    """step: int32 [] completed steps; params / ema: DiT parameter trees; opt_state: optax state."""
+
+    step: jax.Array
+    params: Params
+    ema: Params
+    opt_state: Any
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns.
+
+    Attributes:
+      state: the final TrainState (on device).
+      losses: float32 [n] loss of each step run by this call (steps `first_step` .. `first_step+n-1`).
+      first_step: index of the first step run by this call (the resumed-from step).
+      steps_per_sec: throughput of this call, excluding the first step (compilation); nan if < 2 steps.
+    """
+
+    state: TrainState
+    losses: np.ndarray
+    first_step: int
+    steps_per_sec: float
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout helpers (shared by training and sampling)
+
+
+def to_model_space(videos) -> jax.Array:
+    """uint8 [B, F, H, W, 3] -> float32 [B, 3, F, H, W] in [-1, 1]."""
+    x = jnp.asarray(videos).astype(jnp.float32) / 127.5 - 1.0
+    return jnp.transpose(x, (0, 4, 1, 2, 3))
+
+
+def from_model_space(x) -> np.ndarray:
+    """float [B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3] (clipped, rounded)."""
+    x = np.asarray(x, np.float32).transpose(0, 2, 3, 4, 1)
+    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def i2v_condition(first_frames, num_frames: int) -> jax.Array:
+    """The pixel I2V conditioning y: uint8 [B, H, W, 3] first frames -> float32 [B, 7, F, H, W].
+
+    Channels 0-3: ones on frame 0, zeros elsewhere; channels 4-6: the first frame in [-1, 1] on
+    frame 0, zeros on frames 1..F-1.
+    """
+    img = to_model_space(jnp.asarray(first_frames)[:, None])  # [B, 3, 1, H, W]
+    b, _, _, h, w = img.shape
+    pad = ((0, 0), (0, 0), (0, num_frames - 1), (0, 0), (0, 0))
+    mask = jnp.pad(jnp.ones((b, MASK_CHANNELS, 1, h, w), jnp.float32), pad)
+    return jnp.concatenate([mask, jnp.pad(img, pad)], axis=1)
+
+
+def prompt_embeddings(seed: int, num_prompts: int, text_len: int, text_dim: int) -> np.ndarray:
+    """Fixed random prompt embeddings, float32 [num_prompts, text_len, text_dim], N(0, 1)."""
+    rng = np.random.default_rng([seed, 0x7E47])
+    return rng.standard_normal((num_prompts, text_len, text_dim)).astype(np.float32)
+
+
+def toy_conditioning(first_frames, context, num_frames: int, cfg: bool = True):
+    """A `Conditioning` for the sampler in the pixel I2V layout.
+
+    Args:
+      first_frames: uint8 [B, H, W, 3].
+      context: float32 [B, L_txt, text_dim] prompt embeddings (rows of the exported table).
+      num_frames: F, frames to generate (frame 0 included).
+      cfg: add the zeros negative context (the CFG null the model was trained with).
+
+    Returns:
+      Conditioning with latent_shape (B, 3, F, H, W); decode `Result.latents` with `from_model_space`.
+    """
+    from cosjax.sampling.sampler import Conditioning
+
+    context = jnp.asarray(context, jnp.float32)
+    first_frames = np.asarray(first_frames)
+    b, h, w, _ = first_frames.shape
+    return Conditioning(
+        context=context,
+        negative=jnp.zeros_like(context) if cfg else None,
+        y=i2v_condition(first_frames, num_frames),
+        latent_shape=(b, IMAGE_CHANNELS, num_frames, h, w),
+    )
+
+
+def sample_sigmas(key: jax.Array, batch: int, config: TrainConfig) -> jax.Array:
+    """Training noise levels s, float32 [batch] in (0, 1): shifted uniform or logit-normal."""
+    if config.time_sampling == "uniform":
+        u = jax.random.uniform(key, (batch,), jnp.float32)
+    else:
+        u = jax.nn.sigmoid(jax.random.normal(key, (batch,), jnp.float32))
+    shift = config.time_shift
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """int64 [batch_size]: the examples of step `step`, a slice of per-epoch seeded permutations."""
+    out, pos = [], step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, num_examples)
+        take = _permutation(seed, epoch, num_examples)[offset : offset + batch_size - len(out)]
+        out.extend(take.tolist())
+        pos += len(take)
+    return np.asarray(out, np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimiser, state, step
+
+
+def lr_schedule(config: TrainConfig) -> optax.Schedule:
+    """Linear warmup 0 -> lr over `warmup` steps, cosine decay to lr * min_lr_ratio at `steps`."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if config.warmup else config.lr,
+        peak_value=config.lr,
+        warmup_steps=config.warmup,
+        decay_steps=config.steps,
+        end_value=config.lr * config.min_lr_ratio,
+    )
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW (decay on Dense kernels only) on the warmup-cosine schedule."""
+
+    def decay_mask(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(
+            lr_schedule(config),
+            b1=config.b1,
+            b2=config.b2,
+            weight_decay=config.weight_decay,
+            mask=decay_mask,
+        ),
+    )
+
+
+def init_state(config: TrainConfig) -> TrainState:
+    """Step 0: `init_params(seed)` with the head kernel zeroed; EMA = params; fresh optimiser."""
+    return _init_state_fn(config)()
+
+
+@functools.lru_cache(maxsize=4)
+def _init_state_fn(config: TrainConfig):
+    return jax.jit(functools.partial(_init_state, config))
+
+
+def _init_state(config: TrainConfig) -> TrainState:
+    params = init_params(config.model, jax.random.fold_in(jax.random.key(config.seed), 0))
+    params = dict(params, head=dict(params["head"], kernel=jnp.zeros_like(params["head"]["kernel"])))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema=jax.tree.map(jnp.copy, params),
+        opt_state=make_optimizer(config).init(params),
+    )
+
+
+def flow_matching_loss(params, module: WanDiT, config: TrainConfig, key, videos, first_frames, context):
+    """Rectified-flow loss of one batch.
+
+    Args:
+      params: DiT parameters.
+      module: the WanDiT.
+      config: training config (time sampling, CFG dropout).
+      key: PRNG key of this step.
+      videos: uint8 [B, F, H, W, 3]; first_frames: uint8 [B, H, W, 3].
+      context: float32 [B, L_txt, text_dim] prompt embeddings (before dropout).
+
+    Returns:
+      float32 scalar: mean over all elements of (v_pred - (eps - x0))^2.
+    """
+    key_noise, key_time, key_drop = jax.random.split(key, 3)
+    x0 = to_model_space(videos)
+    b, f = x0.shape[0], x0.shape[2]
+    y = i2v_condition(first_frames, f)
+    eps = jax.random.normal(key_noise, x0.shape, jnp.float32)
+    s = sample_sigmas(key_time, b, config)
+    xs = (1.0 - s[:, None, None, None, None]) * x0 + s[:, None, None, None, None] * eps
+    drop = jax.random.uniform(key_drop, (b,)) < config.p_uncond
+    context = jnp.where(drop[:, None, None], 0.0, context)
+    v = module.apply({"params": params}, xs, 1000.0 * s, context, y)
+    return jnp.mean(jnp.square(v - (eps - x0)))
+
+
+@functools.lru_cache(maxsize=4)
+def _train_step_fn(config: TrainConfig):
+    """The jitted step `(state, videos, first_frames, prompt_ids, table) -> (state, metrics)`."""
+    module = WanDiT(config.model)
+    tx = make_optimizer(config)
+    schedule = lr_schedule(config)
+    base_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+
+    def step(state: TrainState, videos, first_frames, prompt_ids, table):
+        key = jax.random.fold_in(base_key, state.step)
+        context = table[prompt_ids]
+        loss, grads = jax.value_and_grad(flow_matching_loss)(
+            state.params, module, config, key, videos, first_frames, context
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        k = state.step.astype(jnp.float32)
+        decay = jnp.minimum(config.ema_decay, (1.0 + k) / (10.0 + k))
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, params)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+        return TrainState(state.step + 1, params, ema, opt_state), metrics
+
+    return jax.jit(step, donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _checkpoint_manager(workdir: Path, create: bool = True):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=create, enable_async_checkpointing=False)
+    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+
+
+def _restore(manager, config: TrainConfig, step: int) -> TrainState:
+    import orbax.checkpoint as ocp
+
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        jax.eval_shape(functools.partial(_init_state, config)),
+    )
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1), crc)
+    return f"{crc:08x}"
+
+
+def _check_data(config: TrainConfig, videos, first_frames, prompt_ids):
+    videos, first_frames = np.asarray(videos), np.asarray(first_frames)
+    prompt_ids = np.asarray(prompt_ids)
+    if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8:
+        raise ValueError(f"videos must be uint8 [N, F, H, W, 3], got {videos.dtype} {videos.shape}")
+    n, f, h, w, _ = videos.shape
+    if first_frames.shape != (n, h, w, 3) or first_frames.dtype != np.uint8:
+        raise ValueError(
+            f"first_frames must be uint8 [N, H, W, 3] = {(n, h, w, 3)}, got {first_frames.shape}"
+        )
+    if prompt_ids.shape != (n,) or not np.issubdtype(prompt_ids.dtype, np.integer) or prompt_ids.min() < 0:
+        raise ValueError(f"prompt_ids must be non-negative integers [N] = [{n}], got {prompt_ids.shape}")
+    pt, ph, pw = config.model.patch_size
+    if f % pt or h % ph or w % pw:
+        raise ValueError(
+            f"video grid (F, H, W) = {(f, h, w)} is not divisible by the patch size {(pt, ph, pw)}"
+        )
+    return videos, first_frames, prompt_ids.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(
+    config: TrainConfig,
+    videos,
+    first_frames,
+    prompt_ids,
+    workdir: str | Path,
+    resume: bool = True,
+    *,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains (or resumes training of) the pixel-space I2V toy DiT.
+
+    Args:
+      config: the run; must equal the one stored in `workdir` when resuming.
+      videos: uint8 [N, F, H, W, 3] training videos.
+      first_frames: uint8 [N, H, W, 3] conditioning images (normally videos[:, 0]).
+      prompt_ids: int [N] prompt id of each video, in [0, num_prompts).
+      workdir: run folder (checkpoints, TensorBoard, config, prompt embeddings).
+      resume: continue from the latest checkpoint in `workdir`; False deletes its checkpoints and
+        starts over.
+      stop_at: stop after this many total steps (< config.steps), e.g. to simulate a preemption; the
+        schedule still follows config.steps. A checkpoint is written at the stop.
+      progress: show a tqdm bar (process 0 only).
+
+    Returns:
+      TrainResult with the final state, the losses of the steps run, and the throughput.
+    """
+    from tqdm.auto import tqdm
+
+    from cosjax.logging import Writer
+
+    videos, first_frames, prompt_ids = _check_data(config, videos, first_frames, prompt_ids)
+    num_prompts = config.num_prompts or int(prompt_ids.max()) + 1
+    if prompt_ids.max() >= num_prompts:
+        raise ValueError(f"prompt id {prompt_ids.max()} >= num_prompts {num_prompts}")
+    config = dataclasses.replace(config, num_prompts=num_prompts)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    record = {"train_config": config.to_dict(), "data": {"num_examples": int(len(videos))}}
+    record["data"]["fingerprint"] = _fingerprint(videos, first_frames, prompt_ids)
+    record["data"]["shape"] = list(videos.shape[1:])
+    config_file = workdir / "train_config.json"
+    if not resume:
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    elif config_file.exists() and (workdir / "checkpoints").exists():
+        stored = json.loads(config_file.read_text())
+        if stored != json.loads(json.dumps(record)):
+            raise ValueError(
+                f"{config_file} records a different config or data than this call; resume with the same "
+                "config and data, or pass resume=False (deletes its checkpoints) or another workdir"
+            )
+    config_file.write_text(json.dumps(record, indent=2))
+    table = prompt_embeddings(config.seed, num_prompts, config.model.text_len, config.model.text_dim)
+    np.save(workdir / "prompt_embeddings.npy", table)
+
+    manager = _checkpoint_manager(workdir)
+    latest = manager.latest_step() if resume else None
+    state = _restore(manager, config, latest) if latest is not None else init_state(config)
+    start = int(state.step)
+    end = config.steps if stop_at is None else min(stop_at, config.steps)
+    step_fn = _train_step_fn(config)
+    table_dev = jnp.asarray(table)
+    writer = Writer(workdir / "tb")
+    if start == 0:
+        writer.text("config", f"```\n{json.dumps(record, indent=2)}\n```")
+    bar = tqdm(total=config.steps, initial=start, disable=not (progress and is_main_process()), desc="train")
+
+    losses, pending = [], []
+    t_first = t_log = None
+    log_start = start
+    for k in range(start, end):
+        idx = batch_indices(config.seed, k, len(videos), config.batch_size)
+        state, metrics = step_fn(state, videos[idx], first_frames[idx], prompt_ids[idx], table_dev)
+        pending.append(metrics)
+        done = k + 1
+        if t_first is None:  # exclude compilation from the throughput
+            jax.block_until_ready(metrics["loss"])
+            t_first = t_log = time.perf_counter()
+            log_start = done
+        if done % config.log_every == 0 or done == end:
+            fetched = jax.device_get(pending)
+            pending = []
+            losses.extend(float(m["loss"]) for m in fetched)
+            now = time.perf_counter()
+            rate = (done - log_start) / (now - t_log) if done > log_start else float("nan")
+            for i, m in enumerate(fetched):
+                s = done - len(fetched) + i + 1
+                writer.scalar("train/loss", m["loss"], s)
+                writer.scalar("train/lr", m["lr"], s)
+                writer.scalar("train/grad_norm", m["grad_norm"], s)
+            if rate == rate:
+                writer.scalar("train/steps_per_sec", rate, done)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{float(fetched[-1]['lr']):.2e}")
+            bar.update(len(fetched))
+            t_log, log_start = now, done
+        if done % config.checkpoint_every == 0 or done == end:
+            import orbax.checkpoint as ocp
+
+            if manager.latest_step() != done:
+                manager.save(done, args=ocp.args.StandardSave(state))
+    jax.block_until_ready(state)
+    elapsed = time.perf_counter() - t_first if t_first is not None else 0.0
+    n_timed = end - start - 1
+    bar.close()
+    writer.flush()
+    writer.close()
+    manager.wait_until_finished()
+    manager.close()
+    return TrainResult(
+        state=state,
+        losses=np.asarray(losses, np.float32),
+        first_step=start,
+        steps_per_sec=n_timed / elapsed if n_timed > 0 and elapsed > 0 else float("nan"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Export
+
+
+def restore_state(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig, TrainState]:
+    """The run's config and its TrainState at checkpoint `step` (None: the latest)."""
+    workdir = Path(workdir)
+    record = json.loads((workdir / "train_config.json").read_text())
+    config = TrainConfig.from_dict(record["train_config"])
+    manager = _checkpoint_manager(workdir, create=False)
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+        raise FileNotFoundError(
+            f"{workdir / 'checkpoints'} has no checkpoint {step if step else ''}".rstrip()
+        )
+    state = _restore(manager, config, step)
+    manager.close()
+    return config, state
+
+
+def export(workdir: str | Path, out_path: str | Path, overwrite: bool = False) -> Path:
+    """Writes the EMA weights of the latest checkpoint as a `load_dit` folder, plus `toy.json`.
+
+    `toy.json` holds the format tag, the training config, the data shape, the pixel layout, the
+    recommended sampling settings and the prompt embeddings float32 [num_prompts, text_len, text_dim]
+    as nested lists (load them with `load_toy`).
+
+    Returns:
+      out_path.
+    """
+    from cosjax.weights.store import save_dit
+
+    workdir, out_path = Path(workdir), Path(out_path)
+    record = json.loads((workdir / "train_config.json").read_text())
+    config, state = restore_state(workdir)
+    step = int(state.step)
+    save_dit(out_path, config.model, {"dit": state.ema}, overwrite=overwrite)
+    table = np.load(workdir / "prompt_embeddings.npy")
+    f, h, w, c = record["data"]["shape"]
+    meta = {
+        "format": TOY_FORMAT,
+        "version": 1,
+        "step": int(step),
+        "train_config": record["train_config"],
+        "video_shape": {"frames": f, "height": h, "width": w, "channels": c},
+        "layout": {
+            "x": "float32 [B, 3, F, H, W] = uint8 video [B, F, H, W, 3] / 127.5 - 1, channels-first",
+            "y": "float32 [B, 7, F, H, W]: 4 mask channels (ones on frame 0) + first frame on frame 0",
+            "context": "prompt_embeddings[prompt_id]: float32 [B, text_len, text_dim]",
+            "negative": "zeros like context (the CFG null used in training)",
+        },
+        "sampling": {"shift": config.time_shift, "guide_scale": 3.0, "steps": 20, "grid": "diffsynth"},
+        "prompt_embeddings": table.tolist(),
+    }
+    (out_path / TOY_FILE).write_text(json.dumps(meta))
+    return out_path
+
+
+def load_toy(path: str | Path):
+    """Loads an exported toy: (LoadedDiT, meta dict, prompt embeddings float32 [P, L_txt, text_dim])."""
+    from cosjax.weights.store import load_dit
+
+    path = Path(path)
+    meta = json.loads((path / TOY_FILE).read_text())
+    if meta.get("format") != TOY_FORMAT:
+        raise ValueError(f"{path / TOY_FILE} is not a {TOY_FORMAT} export")
+    return load_dit(path), meta, np.asarray(meta["prompt_embeddings"], np.float32)

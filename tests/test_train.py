@@ -1,0 +1,148 @@
+"""The pixel-space I2V toy trainer: the loss falls, resumption is exact, the export samples."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cosjax.train import (
+    TrainConfig,
+    batch_indices,
+    export,
+    from_model_space,
+    i2v_condition,
+    load_toy,
+    restore_state,
+    toy_conditioning,
+    toy_dit_config,
+    train,
+)
+
+COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [240, 220, 40]], np.uint8)
+
+
+def moving_squares(n: int = 32, frames: int = 9, size: int = 32, square: int = 8, seed: int = 0):
+    """A coloured square moving right 2 px per frame on a grey background; colour = prompt id.
+
+    Returns (videos uint8 [n, frames, size, size, 3], first frames uint8 [n, size, size, 3],
+    prompt ids int32 [n]).
+    """
+    rng = np.random.default_rng(seed)
+    videos = np.full((n, frames, size, size, 3), 40, np.uint8)
+    ids = (np.arange(n) % len(COLOURS)).astype(np.int32)
+    for i in range(n):
+        top = rng.integers(0, size - square + 1)
+        left = rng.integers(0, size - square - 2 * (frames - 1) + 1)
+        for f in range(frames):
+            x = left + 2 * f
+            videos[i, f, top : top + square, x : x + square] = COLOURS[ids[i]]
+    return videos, videos[:, 0].copy(), ids
+
+
+TINY = TrainConfig(
+    model=toy_dit_config(dim=48, num_layers=2, num_heads=2, ffn_dim=96),  # head_dim 24: RoPE 8/8/8
+    steps=40,
+    batch_size=4,
+    lr=2e-3,
+    warmup=5,
+    checkpoint_every=20,
+    log_every=10,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return moving_squares()
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    """An uninterrupted 40-step run of TINY (checkpoints kept: steps 20 and 40)."""
+    workdir = tmp_path_factory.mktemp("full")
+    return workdir, train(TINY, *data, workdir, progress=False)
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+    seen = np.concatenate([batch_indices(0, k, 10, 4) for k in range(5)])  # 2 epochs
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    np.testing.assert_array_equal(batch_indices(0, 3, 10, 4), seen[12:16])
+    assert not np.array_equal(batch_indices(1, 0, 10, 4), batch_indices(0, 0, 10, 4))
+
+
+def test_loss_falls(full_run):
+    _, result = full_run
+    losses = result.losses
+    assert losses.shape == (40,) and np.all(np.isfinite(losses))
+    first, last = losses[:5].mean(), losses[-5:].mean()
+    print(f"\ntiny config: loss first5 {first:.4f} -> last5 {last:.4f}; {result.steps_per_sec:.2f} steps/s")
+    print("loss every 5 steps:", [round(float(x), 3) for x in losses[::5]])
+    assert last < 0.8 * first
+
+
+def test_resume_reproduces_uninterrupted_run(data, full_run, tmp_path):
+    full_dir, full = full_run
+    first = train(TINY, *data, tmp_path, stop_at=10, progress=False)  # "preempted" at step 10
+    assert first.first_step == 0 and first.losses.shape == (10,)
+    resumed = train(TINY, *data, tmp_path, stop_at=20, progress=False)
+    assert resumed.first_step == 10 and int(resumed.state.step) == 20
+    np.testing.assert_allclose(resumed.losses, full.losses[10:20], rtol=1e-6, atol=1e-6)
+    config, reference = restore_state(full_dir, step=20)  # the uninterrupted run at step 20
+    assert config == dataclasses.replace(TINY, num_prompts=4)  # resolved from the prompt ids
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="different config"):
+        train(dataclasses.replace(TINY, lr=1e-3), *data, tmp_path, progress=False)
+
+
+def test_export_loads_and_samples(data, full_run, tmp_path):
+    from cosjax import SamplerSettings, load_dit, make_sampler
+
+    workdir, result = full_run
+    out = export(workdir, tmp_path / "toy")
+    loaded = load_dit(out)
+    assert loaded.config == TINY.model
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(result.state.ema), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    loaded, meta, table = load_toy(out)
+    assert table.shape == (len(np.unique(data[2])), TINY.model.text_len, TINY.model.text_dim)
+
+    videos, first_frames, ids = data
+    b, frames = 2, videos.shape[1]
+    cond = toy_conditioning(first_frames[:b], table[ids[:b]], frames)
+    assert cond.y.shape == (b, 7, frames, 32, 32)
+    settings = SamplerSettings(
+        steps=4, shift=meta["sampling"]["shift"], guide_scale=(3.0, 3.0), grid="diffsynth"
+    )
+    sampler = make_sampler(loaded.config, loaded.experts, settings)
+    latents = jax.jit(sampler)(cond, jax.random.key(0)).latents
+    assert latents.shape == (b, 3, frames, 32, 32) and np.all(np.isfinite(np.asarray(latents)))
+    assert from_model_space(latents).shape == (b, frames, 32, 32, 3)
+
+
+def test_i2v_condition_layout(data):
+    videos, first_frames, _ = data
+    y = np.asarray(i2v_condition(first_frames[:2], 9))
+    np.testing.assert_array_equal(y[:, :4, 0], 1.0)
+    np.testing.assert_array_equal(y[:, :, 1:], 0.0)
+    np.testing.assert_allclose(y[:, 4:, 0], first_frames[:2].transpose(0, 3, 1, 2) / 127.5 - 1.0, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("COSJAX_TRAIN_BENCH"), reason="~40 s on 2 CPU cores; set COSJAX_TRAIN_BENCH=1"
+)
+def test_realistic_toy_throughput(data, tmp_path):
+    """Throughput of a realistic toy (20 steps); run with COSJAX_TRAIN_BENCH=1 pytest -s."""
+    config = TrainConfig(
+        model=toy_dit_config(dim=96, num_layers=4, num_heads=2),  # ffn 384, head_dim 48
+        steps=20,
+        batch_size=8,
+        warmup=2,
+        checkpoint_every=20,
+    )
+    result = train(config, *data, tmp_path, progress=False)
+    assert np.all(np.isfinite(result.losses))
+    print(f"\nrealistic toy (dim 96, 4 layers, batch 8, patch 1x4x4): {result.steps_per_sec:.2f} steps/s")
