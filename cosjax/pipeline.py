@@ -135,31 +135,6 @@ class VAE:
     def encode(self, video: jax.Array) -> jax.Array:
         return vae_lib.encode(self.params, video, self.config)
 
-    def check_memory(
-        self, frames: int, height: int, width: int, mesh=None, device_bytes: int | None = None
-    ) -> MemoryPlan:
-        """Plans per-device memory for sampling this video on `mesh` and raises a ValueError naming a
-        fix (more fsdp devices, context parallelism, bf16, ...) before anything compiles when it
-        cannot fit. `device_bytes` defaults to the first device's memory limit; CPU devices report
-        none, so on CPU nothing is checked unless it is given."""
-        from cosjax.models.attention import default_backend
-
-        plan = plan_memory(
-            self.dit.config,
-            len(self.dit.experts),
-            frames,
-            height,
-            width,
-            mesh_shape=None if mesh is None else dict(mesh.shape),
-            param_dtype=self.dit.dtype,
-            compute_dtype=self.dit.dtype,
-            attention="xla" if default_backend() == "xla" else "flash",
-            vae_stride=self.model.vae_stride,
-            solver=self.settings.solver,
-        )
-        limit = device_bytes or (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
-        return check_fits(plan, limit) if limit else plan
-
     def decode(self, latents: jax.Array) -> jax.Array:
         return vae_lib.decode(self.params, latents, self.config)
 
