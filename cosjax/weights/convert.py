@@ -40,7 +40,7 @@ from cosjax.text import DIFFUSERS_WEIGHTS, OFFICIAL_WEIGHTS, TOKENIZER_DIRS, UMT
 from cosjax.weights import t5_keys, vae_keys
 from cosjax.weights.dit_keys import KEY_SPECS, KeySpec, Layout, expected_keys, to_leaf, torch_shape
 from cosjax.weights.lora import lora_metadata, open_loras, with_loras
-from cosjax.weights.safetensors_io import CheckpointError
+from cosjax.weights.safetensors_io import CheckpointError, describe_keys
 from cosjax.weights.sources import CheckpointSource, ExpertSource, open_checkpoint
 
 METADATA_FILE = "cosjax_dit.json"
@@ -93,8 +93,7 @@ def check_keys(
     expected = expected_keys(config, layout)
 
     def listing(keys):
-        shown = [f"{k!r}" + (f" (in {files[k]})" if k in files else "") for k in keys[:8]]
-        return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        return describe_keys(keys, files)
 
     missing = [k for k in expected if k not in shapes]
     if missing:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import ml_dtypes
@@ -54,6 +55,13 @@ class TensorEntry:
         if len(data) != self.end - self.start:
             raise CheckpointError(f"{self.file}: truncated while reading a tensor")
         return np.frombuffer(data, self.dtype).reshape(self.shape).copy()
+
+
+def describe_keys(keys: list[str], files: Mapping[str, object] | None = None, limit: int = 8) -> str:
+    """The first `limit` keys for an error message, each with its file when known, and a count of the rest."""
+    files = files or {}
+    shown = [f"{k!r}" + (f" (in {files[k]})" if k in files else "") for k in keys[:limit]]
+    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:

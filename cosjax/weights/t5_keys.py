@@ -29,7 +29,7 @@ import ml_dtypes
 import numpy as np
 
 from cosjax.models.t5 import UMT5_XXL, T5Config, abstract_params
-from cosjax.weights.safetensors_io import CheckpointError
+from cosjax.weights.safetensors_io import CheckpointError, describe_keys
 from cosjax.weights.sources import index_tensors
 
 Layout = Literal["official", "hf"]
@@ -149,11 +149,6 @@ def expected_keys(config: T5Config, layout: Layout) -> list[tuple[T5KeySpec, lis
     return [(spec, [spec.keys(layout, i) for i in _layers(spec, config)]) for spec in KEY_SPECS]
 
 
-def _listing(keys: list[str], files: Mapping[str, object]) -> str:
-    shown = [f"{k!r}" + (f" (in {files[k]})" if k in files else "") for k in keys[:8]]
-    return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-
-
 def check_keys(
     config: T5Config,
     layout: Layout,
@@ -191,14 +186,14 @@ def check_keys(
     if missing:
         raise CheckpointError(
             f"{where}: {len(missing)} key(s) missing for the {layout} layout of {config}: "
-            f"{_listing(missing, {})}"
+            f"{describe_keys(missing, {})}"
         )
     known = {name for _, per_layer in expected for names in per_layer for name in names}
     unexpected = [k for k in shapes if k not in known]
     if unexpected:
         raise CheckpointError(
             f"{where}: unexpected key(s) for the {layout} layout with {config.num_layers} layers: "
-            f"{_listing(unexpected, files)}"
+            f"{describe_keys(unexpected, files)}"
         )
     for spec, per_layer in expected:
         want = torch_shape(spec, leaves[spec.path])

@@ -44,7 +44,7 @@ import ml_dtypes
 import numpy as np
 
 from cosjax.models.vae import VAEConfig, abstract_params
-from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, read_header
+from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, describe_keys, read_header
 
 Path_ = tuple[str, ...]
 Layout = Literal["diffusers", "official"]
@@ -207,8 +207,7 @@ def check_keys(
     expected = expected_keys(config, layout)
 
     def listing(keys):
-        shown = [f"{k!r}" + (f" (in {entries[k].file})" if k in entries else "") for k in keys[:8]]
-        return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        return describe_keys(keys, {k: e.file for k, e in entries.items()})
 
     missing = [k for k in expected if k not in entries]
     if missing:
