@@ -1,4 +1,4 @@
-"""The `cosjax` command line: `cosjax convert ...`, `cosjax demo`."""
+"""The `cosjax` command line: `cosjax convert`, `cosjax run NAME`, `cosjax train-toy`, `cosjax demo`."""
 
 from __future__ import annotations
 
@@ -68,9 +68,40 @@ def _summary(meta: dict) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cosjax.demo import run_demo
+    if args.random:
+        from cosjax.demo import run_demo
 
-    run_demo(preset=args.preset, seed=args.seed, steps=args.steps, out=args.out)
+        run_demo(preset=args.preset, seed=args.seed, steps=args.steps, out=args.out)
+        return 0
+    from experiments.demo import run_demo as run_toy_demo
+
+    run_toy_demo(out=args.out, cases=args.cases, model=args.model, progress=not args.quiet)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import experiments
+    from experiments.common import parse_overrides
+
+    module = experiments.get(args.name)
+    values = parse_overrides(module.Config, args.overrides)
+    if args.data is not None:
+        values["data"] = args.data
+    config = module.Config(**values)
+    summary = module.run(config, model=args.model, out=args.out, progress=not args.quiet)
+    out = args.out or f"runs/{args.name}"
+    print(summary.get("table", ""))
+    print(f"results: {out}/results.json; TensorBoard: tensorboard --logdir {out}/tb")
+    return 0
+
+
+def _train_toy(args: argparse.Namespace) -> int:
+    from experiments.common import parse_overrides
+    from experiments.train_toy import Recipe, main
+
+    recipe = Recipe(**parse_overrides(Recipe, args.overrides))
+    out = main(recipe, args.workdir, args.export, progress=not args.quiet)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -107,10 +138,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.set_defaults(func=_convert)
 
-    demo = sub.add_parser("demo", help="run a small flow-matching demo on a random tiny DiT")
-    demo.add_argument("--preset", default="tiny")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--steps", type=int, default=8)
+    run = sub.add_parser(
+        "run",
+        help="run one of the paper's experiments (resumable; TensorBoard + results.json in --out)",
+        description="Settings are NAME=VALUE overrides of the experiment's Config (lists: 1,2,3).",
+    )
+    run.add_argument(
+        "name",
+        choices=[
+            "trajectory",
+            "noise-perturbation",
+            "information-flow",
+            "layer-energy",
+            "latent-swap",
+            "ensemble",
+        ],
+    )
+    run.add_argument("--model", help="a converted Wan folder or a toy export (default: the embedded model)")
+    run.add_argument("--data", help="toy[:families[@held_out|@both]] or vbvr-bench:PATH")
+    run.add_argument("--out", help="run folder (default runs/NAME); rerun the same command to resume")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("overrides", nargs="*", metavar="NAME=VALUE")
+    run.set_defaults(func=_run)
+
+    toy = sub.add_parser(
+        "train-toy",
+        help="train the embedded toy model on the synthetic tasks (resumable), optionally export it",
+        description="Recipe fields are NAME=VALUE overrides (see experiments/train_toy.py).",
+    )
+    toy.add_argument("--workdir", required=True, help="checkpoints, TensorBoard, config; rerun to resume")
+    toy.add_argument("--export", help="write the trained model folder here when training ends")
+    toy.add_argument("--quiet", action="store_true", help="no progress bar")
+    toy.add_argument("overrides", nargs="*", metavar="NAME=VALUE")
+    toy.set_defaults(func=_train_toy)
+
+    demo = sub.add_parser(
+        "demo", help="the embedded model on toy tasks: x0-hat trajectories, noise probes, ensemble"
+    )
+    demo.add_argument("--cases", type=int, default=4, help="cases per family (and split) to probe")
+    demo.add_argument("--model", help="a toy model folder (default: the embedded model)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--random", action="store_true", help="instead: sample a random tiny DiT (--preset)")
+    demo.add_argument("--preset", default="tiny", help="with --random: the random model's preset")
+    demo.add_argument("--seed", type=int, default=0, help="with --random: the seed")
+    demo.add_argument("--steps", type=int, default=8, help="with --random: sampling steps")
     demo.add_argument("--out", default="runs/demo", help="folder for the demo's outputs")
     demo.set_defaults(func=_demo)
     return parser
@@ -118,13 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command not in ("run", "train-toy") or any(a.startswith("-") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # NAME=VALUE overrides given after options
+        args.overrides = [*args.overrides, *extra]
     from cosjax.parallel import initialize_distributed
 
     initialize_distributed()  # multi-host runs (COSJAX_DISTRIBUTED=1, set by tpu/run.sh); else a no-op
     try:
         return args.func(args)
-    except (ValueError, FileExistsError) as e:  # CheckpointError is a ValueError
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         print(f"cosjax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,8 @@ import pytest
 from cosjax.train import (
     TrainConfig,
     batch_indices,
+    decode_latents,
+    encode_videos,
     export,
     from_model_space,
     i2v_condition,
@@ -99,15 +101,19 @@ def test_resume_reproduces_uninterrupted_run(data, full_run, tmp_path):
 
 
 def test_export_loads_and_samples(data, full_run, tmp_path):
-    from cosjax import SamplerSettings, load_dit, make_sampler
+    from cosjax import SamplerSettings, make_sampler
 
     workdir, result = full_run
     out = export(workdir, tmp_path / "toy")
-    loaded = load_dit(out)
-    assert loaded.config == TINY.model
+    loaded, meta, table = load_toy(out)
+    assert loaded.config == TINY.model and meta["space"] == TINY.space
     for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(result.state.ema), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    loaded, meta, table = load_toy(out)
+    with pytest.raises(FileExistsError):
+        export(workdir, out)
+    (out / "toy.safetensors").write_bytes(b"broken")
+    with pytest.raises(Exception, match="(?i)header|safetensor|invalid|error"):
+        load_toy(out)
     assert table.shape == (len(np.unique(data[2])), TINY.model.text_len, TINY.model.text_dim)
 
     videos, first_frames, ids = data
@@ -121,6 +127,18 @@ def test_export_loads_and_samples(data, full_run, tmp_path):
     latents = jax.jit(sampler)(cond, jax.random.key(0)).latents
     assert latents.shape == (b, 3, frames, 32, 32) and np.all(np.isfinite(np.asarray(latents)))
     assert from_model_space(latents).shape == (b, frames, 32, 32, 3)
+
+
+def test_latent_spaces_round_trip(data):
+    videos, first_frames, _ = data
+    for space in ("delta", "pixel"):
+        x = encode_videos(videos[:3], space)
+        assert x.shape == (3, 3, 9, 32, 32)
+        np.testing.assert_array_equal(decode_latents(x, first_frames[:3], space), videos[:3])
+    delta = np.asarray(encode_videos(videos[:3], "delta"))
+    assert np.all(delta[:, :, 0] == 0) and np.abs(delta).max() <= 1.0
+    with pytest.raises(ValueError, match="space"):
+        dataclasses.replace(TINY, space="latent")
 
 
 def test_i2v_condition_layout(data):

@@ -1,0 +1,49 @@
+"""Analyses of the paper "Demystifying Video Reasoning": CKA, activation energy, image grids.
+
+cka:     linear CKA / 1 - CKA between representations ("information flow").
+energy:  token / layer / frame L2 energy of hidden states on the latent token grid.
+images:  uint8 step x frame grids, viridis heatmaps, tiling (pure numpy).
+"""
+
+from cosjax.analysis.cka import batched_linear_cka, cka_dissimilarity, cka_matrix, linear_cka
+from cosjax.analysis.energy import (
+    conditional_half,
+    frame_energy,
+    mean_energy,
+    to_grid,
+    token_energy,
+    token_energy_grid,
+    token_grid,
+)
+from cosjax.analysis.images import (
+    VIRIDIS_ANCHORS,
+    grid,
+    heatmap,
+    step_frame_grid,
+    to_uint8,
+    upscale,
+    video_frames,
+    viridis,
+)
+
+__all__ = [
+    "VIRIDIS_ANCHORS",
+    "batched_linear_cka",
+    "cka_dissimilarity",
+    "cka_matrix",
+    "conditional_half",
+    "frame_energy",
+    "grid",
+    "heatmap",
+    "linear_cka",
+    "mean_energy",
+    "step_frame_grid",
+    "to_grid",
+    "to_uint8",
+    "token_energy",
+    "token_energy_grid",
+    "token_grid",
+    "upscale",
+    "video_frames",
+    "viridis",
+]

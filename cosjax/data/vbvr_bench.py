@@ -1,0 +1,380 @@
+"""VBVR-Bench read from the local `VBVR-Bench-Data` folder, as a tfds dataset (array_record, no TensorFlow).
+
+Layout (what the HF dataset `Video-Reason/VBVR-Bench-Data` and the EvalKit's GT lookup use)::
+
+    ROOT/{In-Domain_50,Out-of-Domain_50}/<task>/<00000..00004>/
+        first_frame.png  final_frame.png  ground_truth.mp4  prompt.txt
+
+samples = scan_bench(ROOT)          # validates everything first, raises BenchDataError listing bad paths
+frames, h, w = generation_size((s.height, s.width), s.gt_frames)
+write_video(video_path(OUT / "my_model", s), frames_uint8)   # what run_evaluation.py --model_path reads
+sources = load_bench(ROOT)          # {"in_domain": source, "out_of_domain": source}, random access
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+SPLITS = ("In-Domain_50", "Out-of-Domain_50")
+TFDS_SPLITS = {"In-Domain_50": "in_domain", "Out-of-Domain_50": "out_of_domain"}
+FILES = ("first_frame.png", "final_frame.png", "ground_truth.mp4", "prompt.txt")
+FPS = 16
+
+# Task id -> cognitive category, as in the EvalKit's TASK_CATEGORY_MAP (vbvr_bench/evaluators/__init__.py),
+# which keys full folder names ("O-39_maze_data-generator"); we key the id prefix so renamed folders match.
+_CATEGORY_IDS = {
+    "Abstraction": "O-10 O-12 O-13 O-14 O-21 O-29 O-30 O-37 O-45 O-47 G-29 G-41 G-51 G-131 G-134 "
+    "O-9 O-11 O-43 O-49 O-54 O-56 G-135 G-193",
+    "Knowledge": "O-15 O-18 O-19 O-23 O-24 O-34 O-52 O-53 O-75 O-62 G-160 G-217 G-247 G-273",
+    "Perception": "O-16 O-31 O-33 O-38 G-3 G-5 G-9 G-39 G-43 G-138 G-158 O-2 O-65 G-54 G-136 G-147 G-161 "
+    "G-167 G-168 G-169 G-174 G-189 G-202 G-206 G-212 G-218 G-222 G-223 G-248 G-250",
+    "Spatiality": "O-25 O-55 G-13 G-15 G-16 G-18 G-31 G-45 O-39 G-47 G-140 G-219 G-221",
+    "Transformation": "O-32 O-36 O-44 G-8 G-21 G-25 G-194 O-5 O-6 O-22 O-27 O-46 O-58 O-59 O-60 O-61 "
+    "O-64 O-85 G-24 G-240",
+}
+TASK_CATEGORY = {tid: cat for cat, ids in _CATEGORY_IDS.items() for tid in ids.split()}
+CATEGORIES = tuple(_CATEGORY_IDS)
+
+
+class BenchDataError(ValueError):
+    """The bench folder is missing or malformed; `problems` lists one 'PATH: what is wrong' per issue."""
+
+    def __init__(self, root: Path, problems: list[str]):
+        self.root, self.problems = root, problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"VBVR-Bench folder {root} is missing or malformed ({len(problems)} problems):\n{lines}"
+        )
+
+
+@dataclass(frozen=True)
+class BenchSample:
+    """One bench sample: paths, prompt (stripped, as the reference inference reads it) and sizes.
+
+    height/width: the first frame's size in pixels; gt_frames: frames in ground_truth.mp4.
+    """
+
+    split: str  # "In-Domain_50" | "Out-of-Domain_50"
+    task: str  # the task folder name, e.g. "O-39_maze_data-generator"
+    index: str  # "00000"
+    folder: Path
+    prompt: str
+    category: str  # Abstraction | Knowledge | Perception | Spatiality | Transformation | unknown
+    height: int
+    width: int
+    gt_frames: int
+
+    @property
+    def in_domain(self) -> bool:
+        return self.split == SPLITS[0]
+
+    @property
+    def key(self) -> str:
+        """'<split>/<task>/<index>', the sample's id here and in `cosjax.evalkit`."""
+        return f"{self.split}/{self.task}/{self.index}"
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.task)
+
+    first_frame = property(lambda self: self.folder / FILES[0])
+    final_frame = property(lambda self: self.folder / FILES[1])
+    gt_video = property(lambda self: self.folder / FILES[2])
+    prompt_path = property(lambda self: self.folder / FILES[3])
+
+
+def task_id(task: str) -> str:
+    """'O-39_maze_data-generator' -> 'O-39' ('' if the name does not start with an id)."""
+    m = re.match(r"([A-Za-z]+-\d+)(?!\d)", task)
+    return m.group(1) if m else ""
+
+
+def task_category(task: str) -> str:
+    """The EvalKit's cognitive category of a task folder name, matched on its id; 'unknown' otherwise."""
+    return TASK_CATEGORY.get(task_id(task), "unknown")
+
+
+@contextlib.contextmanager
+def quiet_fork():
+    """Silences JAX's warning about os.fork for subprocesses that exec at once (ffmpeg, the EvalKit)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        yield
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames in a video, counted by imageio-ffmpeg's bundled ffmpeg (stream copy, one per packet).
+
+    The reference inference counts packets with ffprobe (`-count_packets`); this is the same count.
+    """
+    import imageio_ffmpeg
+
+    with quiet_fork():
+        return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
+
+
+def _scan_sample(split: str, task: str, folder: Path, problems: list[str]) -> BenchSample | None:
+    n_before = len(problems)
+    for name in FILES:
+        if not (folder / name).is_file():
+            problems.append(f"{folder / name}: missing")
+    if len(problems) > n_before:
+        return None
+    from PIL import Image
+
+    sizes = []
+    for name in FILES[:2]:
+        try:
+            with Image.open(folder / name) as im:
+                im.verify()
+                sizes.append((im.height, im.width))
+        except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+            problems.append(f"{folder / name}: unreadable image ({type(e).__name__}: {e})")
+    try:
+        prompt = (folder / FILES[3]).read_text(encoding="utf-8").strip()
+        if not prompt:
+            problems.append(f"{folder / FILES[3]}: empty prompt")
+    except UnicodeDecodeError as e:
+        problems.append(f"{folder / FILES[3]}: not UTF-8 text ({e})")
+    try:
+        gt_frames = count_frames(folder / FILES[2])
+        if gt_frames < 1:
+            problems.append(f"{folder / FILES[2]}: video has no frames")
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"{folder / FILES[2]}: unreadable video ({type(e).__name__}: {str(e)[-200:]})")
+    if len(problems) > n_before:
+        return None
+    h, w = sizes[0]
+    return BenchSample(split, task, folder.name, folder, prompt, task_category(task), h, w, gt_frames)
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_bench(root: str | Path) -> list[BenchSample]:
+    """Every sample of the bench, sorted by (split, task, index), after checking the whole layout.
+
+    All problems are collected first (missing split folder, empty split or task folder, sample folder
+    not named by a 5-digit index, missing file, unreadable png / mp4, empty prompt) and raised together
+    as one `BenchDataError` naming each bad path, so nothing downstream starts on a broken folder.
+    Extra files at the root (VBVR-Bench.json, README) are ignored. Reads every png header and counts
+    each GT video's frames (about 40 ms per sample).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise BenchDataError(root, [f"{root}: not a directory (expected the VBVR-Bench-Data folder)"])
+    problems: list[str] = []
+    samples: list[BenchSample] = []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            found = ", ".join(p.name for p in _subdirs(root)) or "nothing"
+            problems.append(f"{split_dir}: missing split folder (folders found in {root}: {found})")
+            continue
+        tasks = _subdirs(split_dir)
+        if not tasks:
+            problems.append(f"{split_dir}: no task folders")
+        for task_dir in tasks:
+            sample_dirs = _subdirs(task_dir)
+            if not sample_dirs:
+                problems.append(f"{task_dir}: no sample folders")
+            for folder in sample_dirs:
+                if not re.fullmatch(r"\d{5}", folder.name):
+                    problems.append(f"{folder}: sample folder is not named by a 5-digit index (00000, ...)")
+                elif (sample := _scan_sample(split, task_dir.name, folder, problems)) is not None:
+                    samples.append(sample)
+    if problems:
+        raise BenchDataError(root, problems)
+    return samples
+
+
+def generation_size(first_frame_hw: tuple[int, int], gt_frames: int) -> tuple[int, int, int]:
+    """(frames, height, width) the reference inference generates for a sample.
+
+    VBVR's `eval_vbvr_bench.py` calls DiffSynth's `WanVideoPipeline(height=image.height,
+    width=image.width, num_frames=<GT frame count>)`. The pipeline's shape-check unit
+    (`check_resize_height_width`, division factors 16/16, time factor 4 remainder 1) rounds UP:
+    height/width to the next multiple of 16, and a frame count with `n % 4 != 1` to
+    `(n + 3) // 4 * 4 + 1`, i.e. the smallest 4k+1 >= n. The first frame is then resized (PIL) to
+    (width, height), and the saved video keeps all `frames` frames (it is not trimmed back to n).
+    """
+    h, w = (int(v) for v in first_frame_hw)
+    n = int(gt_frames)
+    if min(h, w, n) < 1:
+        raise ValueError(
+            f"sizes must be positive, got first_frame_hw={first_frame_hw}, gt_frames={gt_frames}"
+        )
+    height, width = -(-h // 16) * 16, -(-w // 16) * 16
+    frames = n if n % 4 == 1 else (n + 3) // 4 * 4 + 1
+    return frames, height, width
+
+
+def video_path(out_root: str | Path, sample: BenchSample) -> Path:
+    """OUT_ROOT/<split>/<task>/<index>.mp4: the layout `run_evaluation.py --model_path OUT_ROOT` reads.
+
+    The EvalKit takes OUT_ROOT's folder name as the model name (results file
+    `<name>_vbvr_results.json`), so give each model / run its own OUT_ROOT. It only picks up files
+    named exactly `\\d{5}.mp4` in task folders whose name is a key of its evaluator map.
+    """
+    return Path(out_root) / sample.split / sample.task / f"{sample.index}.mp4"
+
+
+def write_video(
+    path: str | Path, frames_uint8: np.ndarray | Iterable[np.ndarray], fps: int = FPS, quality: float = 5
+):
+    """Writes uint8 [F, H, W, 3] frames (H, W even) as an H.264 mp4, atomically.
+
+    Frames go to a hidden temporary file in the same folder (never matched by the EvalKit's
+    `\\d{5}.mp4` pattern), which replaces `path` only once complete; on any error it is deleted and
+    an existing `path` is left untouched. fps 16 and imageio quality 5 are the reference settings.
+    """
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        with quiet_fork():  # ffmpeg starts at the first frame
+            writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, quality=quality, macro_block_size=1)
+            try:
+                n = 0
+                for frame in frames_uint8:
+                    frame, n = np.asarray(frame), n + 1
+                    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+                        raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+                    writer.append_data(frame)
+                if n == 0:
+                    raise ValueError(f"no frames to write to {path}")
+            finally:
+                writer.close()
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- tfds builder
+
+
+@dataclass
+class VbvrBenchConfig(tfds.core.BuilderConfig):
+    """root: the local VBVR-Bench-Data folder (else the download config's manual_dir)."""
+
+    root: str = ""
+
+
+class VbvrBench(tfds.core.GeneratorBasedBuilder):
+    """VBVR-Bench as records; splits `in_domain` / `out_of_domain` (250 samples each on the full bench).
+
+    Features: first_frame / final_frame uint8 [H, W, 3] images, prompt / task / split / category /
+    index / gt_video (path) text, gt_frames / height / width int32 (first frame size), in_domain bool.
+    The GT video itself is not stored. Images are handed to tfds as PIL images, so no TensorFlow is
+    needed; read with `as_data_source` (array_record), not `tfds.load`.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Download https://huggingface.co/datasets/Video-Reason/VBVR-Bench-Data and pass its folder as "
+        "manual_dir (or use load_bench(root))."
+    )
+    # No checksums file (nothing is downloaded). tfds's lookup of the module's folder for one needs the
+    # `importlib_resources` backport, which is not installed, when the builder lives in a package.
+    code_path = None
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        f = tfds.features
+        text = {k: f.Text() for k in ("prompt", "task", "split", "category", "index", "gt_video")}
+        ints = {k: f.Scalar(np.int32) for k in ("gt_frames", "height", "width")}
+        images = {k: f.Image(shape=(None, None, 3)) for k in ("first_frame", "final_frame")}
+        features = f.FeaturesDict({**images, **text, **ints, "in_domain": f.Scalar(np.bool_)})
+        # DatasetInfo built directly: dataset_info_from_configs looks for metadata files next to the module.
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="VBVR-Bench: 100 video-reasoning tasks x 5 samples (first frame + prompt -> video).",
+            features=features,
+            homepage="https://huggingface.co/datasets/Video-Reason/VBVR-Bench-Data",
+        )
+
+    def _split_generators(self, dl_manager):
+        root = getattr(self.builder_config, "root", "") or dl_manager.manual_dir
+        samples = scan_bench(root)
+        return {
+            name: self._generate_examples([s for s in samples if s.split == split])
+            for split, name in TFDS_SPLITS.items()
+        }
+
+    def _generate_examples(self, samples):
+        from PIL import Image
+
+        for s in samples:
+            images = {}
+            for k, p in (("first_frame", s.first_frame), ("final_frame", s.final_frame)):
+                with Image.open(p) as im:
+                    images[k] = im.convert("RGB")
+            yield (
+                s.key,
+                {
+                    **images,
+                    "prompt": s.prompt,
+                    "task": s.task,
+                    "split": s.split,
+                    "category": s.category,
+                    "index": s.index,
+                    "gt_video": str(s.gt_video),
+                    "gt_frames": s.gt_frames,
+                    "height": s.height,
+                    "width": s.width,
+                    "in_domain": s.in_domain,
+                },
+            )
+
+
+def _fingerprint(root: Path, samples: list[BenchSample]) -> str:
+    """Hash of the folder's path and every sample file's (name, size, mtime): names the built dataset."""
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for s in samples:
+        for name in FILES:
+            st = (s.folder / name).stat()
+            h.update(f"{s.key}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode(record: dict) -> dict:
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in record.items()}
+
+
+def load_bench(root: str | Path, data_dir: str | Path | None = None, as_records: bool = False):
+    """Builds the tfds dataset once (cached per folder content) and returns it.
+
+    Returns {"in_domain": source, "out_of_domain": source} of random-access tfds data sources
+    (records: dicts with uint8 [H, W, 3] images, bytes text), or with `as_records=True` one list of
+    records (text decoded to str) sorted by split/task/index. The folder is validated first
+    (`BenchDataError`); the build lives under `data_dir` (default: tfds's, `$TFDS_DATA_DIR` or
+    ~/tensorflow_datasets) in a config named by a fingerprint of the folder's path and files, so a
+    changed folder is rebuilt and an unchanged one reused.
+    """
+    root = Path(root).expanduser()
+    samples = scan_bench(root)
+    config = VbvrBenchConfig(name=f"f{_fingerprint(root, samples)}", root=str(root.resolve()))
+    builder = VbvrBench(config=config, data_dir=None if data_dir is None else str(data_dir))
+    builder.download_and_prepare(file_format="array_record")
+    sources = {name: builder.as_data_source(name) for name in TFDS_SPLITS.values()}
+    if not as_records:
+        return sources
+    records = [_decode(src[i]) for src in sources.values() for i in range(len(src))]
+    return sorted(records, key=lambda r: (r["split"], r["task"], r["index"]))

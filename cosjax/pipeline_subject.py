@@ -1,0 +1,153 @@
+"""`PipelineSubject`: a converted Wan checkpoint on a local VBVR-Bench folder (see `cosjax.subjects`).
+
+Each bench sample is generated at its ground truth's frame count and its first frame's size,
+rounded as VBVR's reference pipeline does (`cosjax.data.vbvr_bench.generation_size`), one sample per
+batch (sizes differ). There is no per-video scorer here: `score` returns None, experiments measure
+agreement with the clean run, and the `ensemble` experiment scores its videos with VBVR-EvalKit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
+from cosjax.subjects import CaseRef, parse_data
+
+
+class PipelineSubject:
+    """Args:
+    model: a folder `cosjax convert` wrote from a whole repo (DiT experts, VAE, text encoder).
+    data: "vbvr-bench:PATH".
+    preset: sampling preset of `Pipeline.from_pretrained` ("vbvr" = 50 Euler steps, shift 5, CFG 5).
+    """
+
+    kind = "pipeline"
+    fps = 16
+
+    def __init__(self, model: str | Path, data: str = "", preset: str = "vbvr", **pipeline_kwargs):
+        from cosjax.data.vbvr_bench import scan_bench
+        from cosjax.pipeline import Pipeline
+
+        kind, root = parse_data(data)
+        if kind != "vbvr-bench":
+            raise ValueError(f"a Wan checkpoint runs on --data vbvr-bench:PATH, got {data!r}")
+        self.bench_root = Path(root)
+        self.samples = scan_bench(self.bench_root)  # reports a malformed folder before any loading
+        self.path, self.preset = Path(model), preset
+        self.pipe = Pipeline.from_pretrained(model, preset=preset, **pipeline_kwargs)
+        if self.pipe.vae is None:
+            raise ValueError(f"{model} has no VAE; experiments decode videos (pass a converted repo folder)")
+
+    @property
+    def config(self):
+        return self.pipe.dit.config
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "preset": self.preset,
+            "bench": str(self.bench_root),
+        }
+
+    def settings(self, **overrides) -> SamplerSettings:
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if "guide_scale" in overrides and not isinstance(overrides["guide_scale"], tuple | list):
+            overrides["guide_scale"] = (float(overrides["guide_scale"]),) * 2
+        return dataclasses.replace(self.pipe.settings, **overrides)
+
+    def sampler(self, **overrides) -> Sampler:
+        from cosjax.sampling.sampler import make_sampler
+
+        return make_sampler(self.pipe.dit.config, self.pipe.dit.experts, self.settings(**overrides))
+
+    def cases(self, spec: str, per_group: int | None, seed0: int = 0) -> list[CaseRef]:
+        """The first `per_group` samples (None = all) of every task, in bench order."""
+        out, taken = [], {}
+        for s in self.samples:
+            n = taken.get((s.split, s.task), 0)
+            if per_group is None or n < per_group:
+                taken[(s.split, s.task)] = n + 1
+                split = "in_domain" if s.in_domain else "held_out"
+                out.append(CaseRef(f"{s.split}-{s.task}-{s.index}", s.task, split, s.category, s))
+        return out
+
+    def size(self, case: CaseRef) -> tuple[int, int, int]:
+        from cosjax.data.vbvr_bench import generation_size
+
+        s = case.source
+        return generation_size((s.height, s.width), s.gt_frames)
+
+    def condition(self, cases: Sequence[CaseRef], settings: SamplerSettings) -> Conditioning:
+        if len(cases) != 1:
+            raise ValueError("VBVR-Bench samples are generated one at a time (their sizes differ)")
+        (case,) = cases
+        frames, height, width = self.size(case)
+        return self.pipe.condition(
+            image=str(case.source.first_frame),
+            prompt=case.source.prompt,
+            frames=frames,
+            height=height,
+            width=width,
+            cfg=max(settings.guide_scale) != 1.0,
+        )
+
+    def alternative(self, case: CaseRef) -> CaseRef:
+        """The next sample of the same task with the same generation size (for latent swaps)."""
+        mine = [c for c in self.cases("", None) if c.group == case.group and c.split == case.split]
+        order = [c.id for c in mine]
+        start = order.index(case.id)
+        for c in mine[start + 1 :] + mine[:start]:
+            if self.size(c) == self.size(case):
+                return c
+        raise ValueError(f"task {case.group} has no other sample of size {self.size(case)} to swap with")
+
+    def decode(self, latents, cases: Sequence[CaseRef]) -> np.ndarray:
+        """Latents [B, C, T, H, W] -> uint8 videos [B, F, H, W, 3] through the VAE."""
+        video = np.asarray(self.pipe.decode(latents), np.float32)  # [B, 3, F, H, W] in [-1, 1]
+        video = np.clip(np.round((video + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        return video.transpose(0, 2, 3, 4, 1)
+
+    def score(self, case: CaseRef, video: np.ndarray) -> float | None:
+        return None
+
+    def write_output(self, root: Path, case: CaseRef, video: np.ndarray) -> Path:
+        """Writes a generated video where VBVR-EvalKit looks for it (`root` is the 'model' folder)."""
+        from cosjax.data.vbvr_bench import video_path, write_video
+
+        return write_video(video_path(root, case.source), video, fps=self.fps)
+
+    def evaluate_arms(self, setup, config, rows: list[dict]) -> dict:
+        """Scores each arm's video folder with VBVR-EvalKit (when `config.evalkit` is set)."""
+        from cosjax.evalkit import log_summary, run_evalkit, summarize
+        from cosjax.logging import Writer
+
+        summary: dict = {
+            "videos": {arm: str(setup.folder.out / "videos" / arm) for arm in ("plain", "ensemble")}
+        }
+        if not config.evalkit:
+            summary["table"] = "no evalkit=PATH given: videos written, not scored"
+            return summary
+        samples = [c.source for c in setup.cases]
+        tables = []
+        for arm in ("plain", "ensemble"):
+            report = run_evalkit(
+                config.evalkit,
+                setup.folder.out / "videos" / arm,
+                self.bench_root,
+                setup.folder.out / "evalkit" / arm,
+            )
+            summary[arm] = summarize(report, samples)
+            writer = Writer(setup.folder.out / "tb" / f"evalkit_{arm}")
+            tables.append(f"### {arm}\n{log_summary(writer, summary[arm])}")
+            writer.close()
+        summary["table"] = "\n\n".join(tables)
+        return summary

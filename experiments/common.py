@@ -1,0 +1,234 @@
+"""What every experiment shares: the base config, run setup, per-case noise, decoding, video output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosjax.logging import Writer
+from cosjax.runs import RunFolder, write_atomic
+from cosjax.sampling.sampler import Conditioning, SamplerSettings
+from cosjax.subjects import CaseRef, key_for, load_subject
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    """Settings every experiment has.
+
+    Attributes:
+      data: "toy" (all families), "toy:move,maze", "toy:move@held_out", "toy:@both", or
+        "vbvr-bench:PATH".
+      cases: cases per task (toy: per family and split; VBVR: None = all samples).
+      seed0: first toy case seed (toy cases are `generate(family, seed0 + i)`).
+      seed: sampling seed; case c starts from N(0, I) drawn with fold_in(key(seed), crc32(c.id)).
+      steps, shift, guide_scale, solver: sampler overrides (None = the model's recommended settings).
+      batch_size: cases sampled together (fixed slices of the case list, see `cosjax.runs`).
+    """
+
+    data: str = "toy"
+    cases: int | None = 8
+    seed0: int = 1000
+    seed: int = 1
+    steps: int | None = None
+    shift: float | None = None
+    guide_scale: float | None = None
+    solver: str | None = None
+    batch_size: int = 8
+
+
+def parse_overrides(config_cls: type, overrides: Sequence[str]) -> dict:
+    """["steps=10", "layers=1,2,3"] -> typed values for the fields of `config_cls`."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not NAME=VALUE")
+        if name not in fields:
+            raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(fields))}")
+        out[name] = _coerce(raw, hints[name], name)
+    return out
+
+
+def _coerce(raw: str, hint: Any, name: str) -> Any:
+    args = typing.get_args(hint)
+    if raw.lower() in ("none", "null") and type(None) in args:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(raw, option, name)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{name}={raw!r}: {'; '.join(errors)}")
+    if typing.get_origin(hint) is tuple:
+        inner = args[0] if args else str
+        return tuple(_coerce(v, inner, name) for v in raw.split(",") if v != "")
+    if hint is bool:
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} must be true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    try:
+        return hint(raw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}={raw!r} is not a {getattr(hint, '__name__', hint)}") from e
+
+
+@dataclasses.dataclass
+class Setup:
+    """A prepared run: subject, settings, cases, output folder and TensorBoard writer."""
+
+    name: str
+    config: Any
+    subject: Any
+    settings: SamplerSettings
+    cases: list[CaseRef]
+    folder: RunFolder
+    writer: Writer
+
+    @property
+    def by_id(self) -> dict[str, CaseRef]:
+        return {c.id: c for c in self.cases}
+
+    def sampler(self):
+        return self.subject.sampler(**_sampler_overrides(self.config))
+
+
+def _sampler_overrides(config) -> dict:
+    return {k: getattr(config, k) for k in ("steps", "shift", "guide_scale", "solver")}
+
+
+def prepare(name: str, config, model: str | None, out: str | Path | None, **subject_kwargs) -> Setup:
+    """Loads the subject and cases, checks/stores the config in the run folder, opens TensorBoard."""
+    subject = load_subject(model, config.data, **subject_kwargs)
+    settings = subject.settings(**_sampler_overrides(config))
+    _, _, spec = config.data.partition(":")
+    cases = subject.cases(spec, config.cases, config.seed0)
+    if not cases:
+        raise ValueError(f"data {config.data!r} gave no cases")
+    out = Path(out) if out is not None else Path("runs") / name
+    record = {
+        "experiment": name,
+        "model": subject.describe(),
+        "settings": dataclasses.asdict(settings),
+        "config": dataclasses.asdict(config),
+    }
+    folder = RunFolder(out, record)
+    writer = Writer(out / "tb")
+    if folder.writes:
+        writer.text("config", f"```\n{json.dumps(folder.config, indent=2)}\n```")
+    return Setup(name, config, subject, settings, cases, folder, writer)
+
+
+def condition(setup: Setup, cases: Sequence[CaseRef]) -> Conditioning:
+    """The batch's conditioning with each case's own initial noise (see `BaseConfig.seed`)."""
+    cond = setup.subject.condition(cases, setup.settings)
+    shape = (1, *cond.latent_shape[1:])
+    noise = jnp.concatenate([jax.random.normal(key_for(c, setup.config.seed), shape) for c in cases])
+    return cond.replace(noise=noise)
+
+
+def batch_key(setup: Setup, cases: Sequence[CaseRef]) -> jax.Array:
+    """The key of a batch (fresh noise of perturbations, ensemble seeds): the first case's key."""
+    return jax.random.fold_in(key_for(cases[0], setup.config.seed), 1)
+
+
+def score_videos(setup: Setup, cases: Sequence[CaseRef], videos: np.ndarray) -> list[float | None]:
+    """Scores of uint8 videos [B, F, H, W, 3] (None where the subject has no scorer)."""
+    return [setup.subject.score(c, v) for c, v in zip(cases, videos, strict=True)]
+
+
+def frame_agreement(videos: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """float32 [B]: 1 - mean |last frame - reference last frame| / 255, for [B, F, H, W, 3] uint8."""
+    a = videos[:, -1].astype(np.float32)
+    b = reference[:, -1].astype(np.float32)
+    return 1.0 - np.abs(a - b).mean(axis=(1, 2, 3)) / 255.0
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
+    """uint8 [F, H, W, 3] -> mp4 (H.264, written atomically)."""
+    import io
+
+    import imageio.v3 as iio
+
+    frames = np.asarray(frames, np.uint8)
+    if frames.shape[1] % 2 or frames.shape[2] % 2:  # H.264 needs even sizes
+        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)))
+    buffer = io.BytesIO()
+    iio.imwrite(buffer, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    import io
+
+    import imageio.v3 as iio
+
+    buffer = io.BytesIO()
+    iio.imwrite(buffer, np.asarray(image, np.uint8), extension=".png")
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def group_means(rows: Sequence[dict], field: str) -> dict[str, float | None]:
+    """Mean of rows[field] per task group, per split, and overall (None values skipped)."""
+    out: dict[str, float | None] = {"overall": mean(r[field] for r in rows)}
+    for key in ("split", "group"):
+        for value in sorted({r[key] for r in rows}):
+            out[f"{key}/{value}"] = mean(r[field] for r in rows if r[key] == value)
+    return out
+
+
+def case_fields(case: CaseRef) -> dict:
+    return {"group": case.group, "split": case.split, "category": case.category}
+
+
+def log_means(writer: Writer, prefix: str, means: dict[str, float | None], step: int = 0) -> None:
+    for name, value in means.items():
+        if value is not None:
+            writer.scalar(f"{prefix}/{name}", value, step)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table (floats with 3 decimals, None as '-')."""
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_cases_for(setup: Setup, compute, progress: bool = True, stop_after: int | None = None) -> list[str]:
+    """`cosjax.runs.run_cases` over the setup's cases (batches of `config.batch_size`)."""
+    from cosjax.runs import run_cases
+
+    ids = [c.id for c in setup.cases]
+    batch = setup.config.batch_size if setup.subject.kind == "toy" else 1
+    return run_cases(setup.folder, ids, compute, batch, progress, setup.name, stop_after)
+
+
+def complete(setup: Setup) -> bool:
+    """Whether every case of the run has its record (False after a `stop_after` stop)."""
+    return all(setup.folder.finished(c.id) for c in setup.cases)

@@ -1,0 +1,142 @@
+"""Latent swap (Fig. 6): which layer's hidden states carry the decision?
+
+    cosjax run latent-swap                                 # embedded model, move family
+    cosjax run latent-swap --data toy:move cases=32 swap_steps=0,1,2,3,4
+    cosjax run latent-swap --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data cases=1 \
+        layers=0,10,20,30,39
+
+Each case A is paired with an alternative input B (`subject.alternative`: for the toy `move`
+family, the same scene with the other rule's prompt, so A and B ask for different target cells;
+otherwise the next case of the same task). B is run clean with its hidden states captured after
+every block at `swap_steps`; then, for each layer k, A is run with block k's output at those
+steps replaced by B's (`cosjax.swap_layer`, both CFG branches; the swap at step s uses B's state
+at step s of B's own trajectory). Both runs start from the same initial noise.
+
+Protocol choices (the paper leaves them open): the swap replaces *all* tokens of layer k at the
+swap steps (default: the first quarter of the steps, where the toy commits to its answer); the
+direction is alternative -> case.
+Outcome: a case "flips" at layer k when the swapped video's last frame is closer (mean absolute
+pixel difference) to B's clean last frame than to A's clean last frame; cases whose clean A and B
+last frames are identical (nothing to flip to) are left out and counted. Where the subject has a
+scorer, "adopts" = the swapped video solves B's task (score >= `success`) as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosjax.transforms import capture, swap_layer
+from experiments import common
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.BaseConfig):
+    """Attributes (besides `common.BaseConfig`):
+    layers: the layers k to swap (None = all).
+    swap_steps: the steps whose layer-k output is swapped (None = the first quarter, at least 1).
+    success: score threshold for "adopts".
+    """
+
+    data: str = "toy:move"
+    layers: tuple[int, ...] | None = None
+    swap_steps: tuple[int, ...] | None = None
+    success: float = 0.5
+
+
+def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
+    setup = common.prepare("latent-swap", config, model, out)
+    steps = setup.settings.steps
+    num_layers = setup.subject.num_layers
+    layers = list(range(num_layers)) if config.layers is None else list(config.layers)
+    swap_steps = list(range(max(1, steps // 4))) if config.swap_steps is None else list(config.swap_steps)
+    base = setup.sampler()
+    clean_capture = jax.jit(capture(base, layers, swap_steps, what="hidden"))
+    clean = jax.jit(base)
+
+    def swapped(cond, key, layer, source):
+        return swap_layer(base, layer, swap_steps, source)(cond, key)
+
+    run_swap = jax.jit(swapped)
+
+    def compute(ids):
+        cases = [setup.by_id[i] for i in ids]
+        alts = [setup.subject.alternative(c) for c in cases]
+        cond_a = common.condition(setup, cases)
+        # B starts from A's initial noise: the only difference between the runs is the input.
+        cond_b = setup.subject.condition(alts, setup.settings).replace(noise=cond_a.noise)
+        key = common.batch_key(setup, cases)
+        video_a = setup.subject.decode(clean(cond_a, key).latents, cases)
+        result_b = clean_capture(cond_b, key)
+        video_b = setup.subject.decode(result_b.latents, alts)
+        hidden_b = result_b.trace.hidden  # [S_swap, K, 2B, L, D]
+        per_layer = []
+        for ki, layer in enumerate(layers):
+            out = run_swap(cond_a, key, jnp.int32(layer), hidden_b[:, ki])
+            per_layer.append(setup.subject.decode(out.latents, cases))
+        records = []
+        for b, (case, alt) in enumerate(zip(cases, alts, strict=True)):
+            last_a, last_b = video_a[b, -1].astype(np.float32), video_b[b, -1].astype(np.float32)
+            distinct = bool(np.abs(last_a - last_b).mean() > 0)
+            flips, adopts, to_a, to_b = [], [], [], []
+            for videos in per_layer:
+                last = videos[b, -1].astype(np.float32)
+                da, db = float(np.abs(last - last_a).mean()), float(np.abs(last - last_b).mean())
+                to_a.append(da)
+                to_b.append(db)
+                flips.append(distinct and db < da)
+                s = setup.subject.score(alt, videos[b])
+                adopts.append(None if s is None else s >= config.success)
+            records.append(
+                {
+                    **common.case_fields(case),
+                    "alternative": alt.id,
+                    "layers": layers,
+                    "distinct": distinct,
+                    "clean_score": setup.subject.score(case, video_a[b]),
+                    "alternative_score": setup.subject.score(alt, video_b[b]),
+                    "flipped": flips,
+                    "adopted": adopts,
+                    "distance_to_case": to_a,
+                    "distance_to_alternative": to_b,
+                }
+            )
+        return records
+
+    done = common.run_cases_for(setup, compute, progress, stop_after)
+    if not common.complete(setup):
+        return {"computed": done}
+    return finish(setup, layers) | {"computed": done}
+
+
+def finish(setup, layers: list[int]) -> dict:
+    rows = setup.folder.records(c.id for c in setup.cases)
+    usable = [r for r in rows if r["distinct"]]
+    flip_share = [
+        float(np.mean([r["flipped"][k] for r in usable])) if usable else None for k in range(len(layers))
+    ]
+    adopted = [[r["adopted"][k] for r in usable if r["adopted"][k] is not None] for k in range(len(layers))]
+    adopt_share = [float(np.mean(a)) if a else None for a in adopted]
+    for k, layer in enumerate(layers):
+        if flip_share[k] is not None:
+            setup.writer.scalar("flip_share", flip_share[k], layer)
+        if adopt_share[k] is not None:
+            setup.writer.scalar("adopt_share", adopt_share[k], layer)
+    summary = {
+        "layers": layers,
+        "cases": len(rows),
+        "cases_without_distinct_outcomes": len(rows) - len(usable),
+        "flip_share": flip_share,
+        "adopt_share": adopt_share,
+        "table": common.markdown_table(
+            ["layer", "flip share", "adopt share"],
+            [[layer, flip_share[k], adopt_share[k]] for k, layer in enumerate(layers)],
+        ),
+    }
+    setup.writer.text("summary", summary["table"])
+    setup.writer.close()
+    setup.folder.write_results(summary, rows)
+    return summary

@@ -1,0 +1,116 @@
+"""Layer energy (Fig. 6): per-token L2 energy of every block's output, per layer x latent frame.
+
+    cosjax run layer-energy                                # embedded model, 8 cases per toy family
+    cosjax run layer-energy --data toy:maze energy_steps=0,5,10,19
+    cosjax run layer-energy --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data cases=1 \
+        layers=0,10,20,30,39
+
+Energy of a token = the L2 norm over channels of the residual stream after block l (conditional
+CFG branch, as the paper's hook keeps the first call), captured with `cosjax.capture(what="energy")`
+at `energy_steps` (None = 4 evenly spaced steps, first and last included) for `layers` (None =
+every layer). Per case and step it writes a heatmap grid (rows = layers, columns = latent frames,
+each panel scaled to its own min-max as the paper's tool does, viridis) and logs it to TensorBoard.
+Tables: mean token energy per layer and step (over cases), and per layer x latent frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from cosjax.analysis.images import grid, heatmap, upscale
+from cosjax.transforms import capture
+from experiments import common
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.BaseConfig):
+    """Attributes (besides `common.BaseConfig`):
+    layers: blocks to record (None = all).
+    energy_steps: steps to record (None = 4 evenly spaced).
+    panel_scale: pixel magnification of one token in the heatmaps.
+    """
+
+    cases: int | None = 4
+    layers: tuple[int, ...] | None = None
+    energy_steps: tuple[int, ...] | None = None
+    panel_scale: int = 8
+
+
+def chosen_steps(config: Config, steps: int) -> list[int]:
+    if config.energy_steps is not None:
+        return list(config.energy_steps)
+    return sorted({round(i * (steps - 1) / 3) for i in range(4)})
+
+
+def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
+    setup = common.prepare("layer-energy", config, model, out)
+    layers = list(range(setup.subject.num_layers)) if config.layers is None else list(config.layers)
+    steps = chosen_steps(config, setup.settings.steps)
+    sample = jax.jit(capture(setup.sampler(), layers, steps, what="energy"))
+    pt, ph, pw = setup.subject.config.patch_size
+    index = {c.id: i for i, c in enumerate(setup.cases)}
+
+    def compute(ids):
+        cases = [setup.by_id[i] for i in ids]
+        cond = common.condition(setup, cases)
+        _, _, t, h, w = cond.latent_shape
+        grid_shape = (t // pt, h // ph, w // pw)
+        energy = np.asarray(sample(cond, common.batch_key(setup, cases)).trace.energy)  # [S, K, B, L]
+        energy = energy.reshape(*energy.shape[:3], *grid_shape)  # [S, K, B, f, h, w]
+        records = []
+        for b, case in enumerate(cases):
+            for si, step in enumerate(steps):
+                tiles = heatmap(energy[si, :, b])  # [K, f, h, w, 3], each panel its own min-max
+                image = grid(upscale(tiles, config.panel_scale))
+                common.write_png(setup.folder.artifact(case.id, f"energy_step{step:03d}.png"), image)
+                setup.writer.image(f"energy/{case.id}/step{step:03d}", image, index[case.id])
+            records.append(
+                {
+                    **common.case_fields(case),
+                    "layers": layers,
+                    "steps": steps,
+                    # [S, K]: mean token energy; [S, K, f]: mean per latent frame
+                    "mean_energy": energy[:, :, b].mean(axis=(2, 3, 4)).tolist(),
+                    "frame_energy": energy[:, :, b].mean(axis=(3, 4)).tolist(),
+                }
+            )
+        return records
+
+    done = common.run_cases_for(setup, compute, progress, stop_after)
+    if not common.complete(setup):
+        return {"computed": done}
+    return finish(setup, layers, steps) | {"computed": done}
+
+
+def finish(setup, layers: list[int], steps: list[int]) -> dict:
+    rows = setup.folder.records(c.id for c in setup.cases)
+    mean_energy = np.mean([r["mean_energy"] for r in rows], axis=0)  # [S, K]
+    frame_energy = np.mean([r["frame_energy"] for r in rows], axis=0)  # [S, K, f]
+    for si, step in enumerate(steps):
+        for ki, layer in enumerate(layers):
+            setup.writer.scalar(f"mean_energy/step{step:03d}", float(mean_energy[si, ki]), layer)
+        setup.writer.image(
+            f"mean_energy_layer_x_frame/step{step:03d}", upscale(heatmap(frame_energy[si]), 8), 0
+        )
+    summary = {
+        "layers": layers,
+        "steps": steps,
+        "mean_energy": mean_energy.tolist(),
+        "frame_energy": frame_energy.tolist(),
+        "table": common.markdown_table(
+            ["layer", *[f"step {s}" for s in steps]],
+            [
+                [layer, *[float(mean_energy[si, ki]) for si in range(len(steps))]]
+                for ki, layer in enumerate(layers)
+            ],
+        ),
+    }
+    setup.writer.text("summary", summary["table"])
+    setup.writer.close()
+    for r in rows:
+        r.pop("frame_energy")
+    setup.folder.write_results(summary, rows)
+    return summary

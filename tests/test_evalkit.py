@@ -1,0 +1,189 @@
+"""The EvalKit adapter against a stand-in run_evaluation.py with the EvalKit's command line and output."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+from test_vbvr_bench import make_bench
+
+from cosjax import evalkit as ek
+from cosjax.data import vbvr_bench as vb
+
+# Test-side imageio reads/writes of mp4s start ffmpeg after JAX is imported; the child execs at once.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+FAKE_EVALKIT = Path(__file__).parent / "fake_evalkit"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    return make_bench(tmp_path_factory.mktemp("bench") / "VBVR-Bench-Data")
+
+
+def generate(samples, out_root: Path, skip=(), black=()) -> None:
+    """Writes a video per sample: 8 frames of its first frame, then its GT final frame (or black)."""
+    for s in samples:
+        if s.key in skip:
+            continue
+        first, final = imageio.imread(s.first_frame), imageio.imread(s.final_frame)
+        last = np.zeros_like(final) if s.key in black else final
+        vb.write_video(vb.video_path(out_root, s), np.stack([first] * 8 + [last]))
+
+
+def expected_score(video: Path, gt_final: Path) -> float:
+    """The stand-in's rule, recomputed here from the written files."""
+    last = np.asarray(imageio.mimread(video, memtest=False)[-1], np.float64)
+    return 1.0 - abs(last.mean() - np.asarray(imageio.imread(gt_final), np.float64).mean()) / 255.0
+
+
+class RecordingWriter:
+    def __init__(self):
+        self.scalars, self.texts = {}, {}
+
+    def scalar(self, tag, value, step):
+        self.scalars[tag] = (float(value), step)
+
+    def text(self, tag, text, step=0):
+        self.texts[tag] = text
+
+
+def test_scores_parsed_and_missing_video_counts_as_failure(bench, tmp_path):
+    samples = vb.scan_bench(bench)
+    missing, black = samples[1].key, samples[4].key
+    out_root = tmp_path / "videos" / "my_model"
+    generate(samples, out_root, skip={missing}, black={black})
+    report = ek.run_evalkit(FAKE_EVALKIT, out_root, bench, tmp_path / "eval")
+
+    assert report.results_path == tmp_path / "eval" / "my_model_vbvr_results.json"
+    assert set(report.scores) == {s.key for s in samples} - {missing} and not report.errors
+    for s in samples:
+        if s.key != missing:
+            want = expected_score(vb.video_path(out_root, s), s.final_frame)
+            assert report.scores[s.key] == pytest.approx(want, abs=1e-9)
+    assert report.scores[black] < 0.9 < min(v for k, v in report.scores.items() if k != black)
+
+    summary = ek.summarize(report, samples)
+    scores = [report.scores.get(s.key, 0.0) for s in samples]
+    assert (summary["num_samples"], summary["num_missing"], summary["num_scored"]) == (6, 1, 5)
+    assert summary["missing"] == [missing]
+    assert summary["overall"] == pytest.approx(sum(scores) / 6)
+    assert summary["in_domain"] == pytest.approx(sum(scores[:4]) / 4)
+    assert summary["out_of_domain"] == pytest.approx(sum(scores[4:]) / 2)
+    assert summary["category"]["Perception"] == pytest.approx(sum(scores[:2]) / 2)  # includes the missing 0
+    assert summary["in_domain_category"] == {
+        "Abstraction": summary["category"]["Abstraction"],
+        "Perception": pytest.approx(scores[0] / 2),
+    }
+    skip = summary["skip_missing"]
+    assert skip["overall"] == pytest.approx(sum(scores) / 5)
+    assert skip["category"]["Perception"] == pytest.approx(scores[0])
+    # the EvalKit's own means skip the missing video too
+    assert summary["evalkit_reported"]["overall"] == pytest.approx(skip["overall"])
+    assert summary["evalkit_reported"]["in_domain"] == pytest.approx(skip["in_domain"])
+
+    writer = RecordingWriter()
+    table = ek.log_summary(writer, summary, step=7)
+    assert writer.scalars["vbvr/overall"] == (pytest.approx(summary["overall"]), 7)
+    assert writer.scalars["vbvr/in_domain"][0] == pytest.approx(summary["in_domain"])
+    assert writer.scalars["vbvr/out_of_domain"][0] == pytest.approx(summary["out_of_domain"])
+    assert writer.scalars["vbvr/category/Spatiality"][0] == pytest.approx(summary["category"]["Spatiality"])
+    assert writer.scalars["vbvr_skip_missing/overall"][0] == pytest.approx(skip["overall"])
+    assert writer.scalars["vbvr/num_missing"][0] == 1
+    assert "1 of 6 bench videos missing" in table and "| category/Perception |" in table
+    assert writer.texts["vbvr/summary"] == table
+
+
+def test_log_summary_through_the_real_writer(bench, tmp_path):
+    from cosjax.logging import Writer
+
+    samples = vb.scan_bench(bench)
+    summary = ek.summarize(ek.EvalReport({samples[0].key: 0.5}), samples)
+    writer = Writer(tmp_path / "tb")
+    table = ek.log_summary(writer, summary)
+    writer.close()
+    assert "5 of 6" in table and any((tmp_path / "tb").iterdir())
+
+
+def test_task_unknown_to_the_evalkit_is_counted_missing(bench, tmp_path):
+    root = Path(shutil.copytree(bench, tmp_path / "bench"))
+    (root / "Out-of-Domain_50/O-39_maze_data-generator").rename(root / "Out-of-Domain_50/O-39_maze")
+    samples = vb.scan_bench(root)
+    assert samples[-1].category == "Spatiality"  # matched on its id prefix
+    generate(samples, tmp_path / "videos" / "m")
+    summary = ek.summarize(
+        ek.run_evalkit(FAKE_EVALKIT, tmp_path / "videos" / "m", root, tmp_path / "eval"), samples
+    )
+    assert summary["num_missing"] == 2 and summary["out_of_domain"] == 0.0
+    assert math.isnan(summary["skip_missing"]["out_of_domain"])
+
+
+def test_no_videos_at_all(bench, tmp_path):
+    (tmp_path / "m" / "In-Domain_50").mkdir(parents=True)
+    report = ek.run_evalkit(FAKE_EVALKIT, tmp_path / "m", bench, tmp_path / "eval")
+    summary = ek.summarize(report, vb.scan_bench(bench))
+    assert report.scores == {} and summary["num_missing"] == 6 and summary["overall"] == 0.0
+    assert "missing skipped" in ek.log_summary(None, summary)
+
+
+def test_scorer_error_scores_zero_and_is_not_missing(bench, tmp_path):
+    samples = vb.scan_bench(bench)
+    generate(samples, tmp_path / "m")
+    vb.video_path(tmp_path / "m", samples[0]).write_bytes(b"corrupt")
+    report = ek.run_evalkit(FAKE_EVALKIT, tmp_path / "m", bench, tmp_path / "eval")
+    summary = ek.summarize(report, samples)
+    assert report.scores[samples[0].key] == 0.0 and samples[0].key in report.errors
+    assert (summary["num_errors"], summary["num_missing"]) == (1, 0)
+
+
+def test_stale_results_are_not_reused(bench, tmp_path):
+    stale = tmp_path / "eval" / "m_vbvr_results.json"
+    stale.parent.mkdir()
+    stale.write_text(json.dumps({"samples": [], "summary": {}}))
+    (tmp_path / "m" / "In-Domain_50").mkdir(parents=True)
+    assert ek.run_evalkit(FAKE_EVALKIT, tmp_path / "m", bench, tmp_path / "eval").results_path is None
+    assert not stale.exists()
+
+
+def test_failing_script_reports_its_stderr(bench, tmp_path):
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "run_evaluation.py").write_text(
+        "import sys\nprint('loading evaluators')\n"
+        "sys.stderr.write('ModuleNotFoundError: No module named cv2\\n')\nsys.exit(3)\n"
+    )
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ek.EvalKitError, match=r"(?s)exit code 3.*--model_path.*No module named cv2"):
+        ek.run_evalkit(kit, tmp_path / "m", bench, tmp_path / "eval")
+
+
+def test_missing_script_and_malformed_results(bench, tmp_path):
+    with pytest.raises(ek.EvalKitError, match="not found: .*run_evaluation.py"):
+        ek.run_evalkit(tmp_path / "nowhere", tmp_path, bench, tmp_path / "eval")
+    bad = tmp_path / "r.json"
+    bad.write_text('{"samples": [{"score": 1}]}')
+    with pytest.raises(ek.EvalKitError, match="cannot parse"):
+        ek.parse_results(bad)
+
+
+def test_parse_results_reads_the_evalkit_format(tmp_path):
+    sample = {
+        "video_path": "/v/In-Domain_50/G-3_x/00002.mp4",
+        "video_file": "00002.mp4",
+        "task_name": "G-3_x",
+        "split": "In_Domain",
+        "category": "Perception",
+        "folder": "In-Domain_50",
+        "score": 0.25,
+        "dimensions": {},
+        "error": None,
+    }
+    summary = {"overall": {"mean_score": 0.25, "num_samples": 1, "by_task": {}, "by_category": {}}}
+    path = tmp_path / "m_vbvr_results.json"
+    path.write_text(json.dumps({"model_name": "m", "samples": [sample], "summary": summary}))
+    report = ek.parse_results(path)
+    assert report.scores == {"In-Domain_50/G-3_x/00002": 0.25} and report.evalkit_summary == summary

@@ -1,0 +1,175 @@
+"""Every experiment end to end on a tiny random toy model: outputs, TensorBoard, resume, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import experiments
+from cosjax.models.dit import init_params
+from cosjax.runs import ConfigMismatchError
+from cosjax.train import prompt_embeddings, save_toy, toy_dit_config
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A random toy model folder: dim 16, 2 layers, patch (1, 8, 8) -> 9 x 4 x 4 tokens."""
+    cfg = toy_dit_config(dim=16, num_layers=2, num_heads=2, patch_size=(1, 8, 8), text_dim=8)
+    params = init_params(cfg, jax.random.key(0))
+    table = prompt_embeddings(0, 4, cfg.text_len, cfg.text_dim)
+    path = tmp_path_factory.mktemp("toy") / "model"
+    return str(save_toy(path, cfg, params, table, (9, 32, 32), sampling={"steps": STEPS}))
+
+
+def events(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def run(name, toy, out, **overrides):
+    module = experiments.get(name)
+    config = module.Config(**{"cases": 1, "batch_size": 4, **overrides})
+    return module.run(config, model=toy, out=out, progress=False)
+
+
+def test_trajectory(toy, tmp_path):
+    out = tmp_path / "run"
+    summary = run("trajectory", toy, out)
+    res = results(out)
+    assert len(res["cases"]) == 3  # one per family
+    for case in res["cases"]:
+        assert len(case["x0_scores"]) == STEPS and case["case"] in {
+            "maze-in-01000",
+            "move-in-01000",
+            "pattern-in-01000",
+        }
+        grid = __import__("imageio.v3").v3.imread(out / "cases" / case["case"] / "grid.png")
+        assert grid.shape == (STEPS * 33 * 4, 9 * 33 * 4, 3)  # rows = steps, columns = frames, x4
+        assert (out / "cases" / case["case"] / "final.mp4").stat().st_size > 0
+    assert set(summary["x0_score_by_step"]) == set(range(STEPS))
+    acc = events(out / "tb")
+    assert len(acc.Scalars("x0_score/overall")) == STEPS
+    assert any(tag.startswith("trajectory/maze/") for tag in acc.Tags()["images"])
+    assert any(tag.startswith("final/") for tag in acc.Tags()["images"])  # GIF videos
+
+
+def test_noise_perturbation(toy, tmp_path):
+    out = tmp_path / "run"
+    run("noise-perturbation", toy, out, data="toy:move")
+    (case,) = results(out)["cases"]
+    assert len(case["step_scores"]) == STEPS and len(case["frame_scores"]) == 9
+    assert all(0.0 <= a <= 1.0 for a in case["step_agreement"] + case["frame_agreement"])
+    # noise at step 0 replaces the initial noise by other noise: the video changes
+    assert case["step_agreement"][0] < 1.0
+    acc = events(out / "tb")
+    assert [e.step for e in acc.Scalars("agreement_step/overall")] == list(range(STEPS))
+    assert len(acc.Scalars("agreement_frame/overall")) == 9
+
+
+def test_information_flow_is_zero_before_the_perturbation(toy, tmp_path):
+    out = tmp_path / "run"
+    summary = run("information-flow", toy, out, data="toy:move", perturb_steps=(1, 2))
+    d = np.asarray(results(out)["cases"][0]["dissimilarity"])  # [P, S]
+    assert d.shape == (2, STEPS)
+    # identical computations before step p: CKA = 1 up to float32 rounding
+    np.testing.assert_allclose(d[0, :1], 0.0, atol=1e-5)
+    np.testing.assert_allclose(d[1, :2], 0.0, atol=1e-5)
+    assert d[0, 1] > 1e-3 and d[1, 2] > 1e-3
+    assert np.asarray(summary["mean_dissimilarity"]).shape == (2, STEPS)
+    run("information-flow", toy, tmp_path / "hidden", data="toy:move", representation="hidden:1")
+    with pytest.raises(ValueError, match="hidden:K"):
+        run("information-flow", toy, tmp_path / "bad", data="toy:move", representation="layer3")
+
+
+def test_layer_energy(toy, tmp_path):
+    out = tmp_path / "run"
+    summary = run("layer-energy", toy, out, data="toy:pattern", energy_steps=(0, 2))
+    energy = np.asarray(summary["mean_energy"])
+    assert energy.shape == (2, 2) and np.all(energy > 0)
+    image = __import__("imageio.v3").v3.imread(out / "cases" / "pattern-in-01000" / "energy_step002.png")
+    assert image.shape == (2 * (4 * 8 + 1), 9 * (4 * 8 + 1), 3)  # rows = layers, columns = latent frames
+    acc = events(out / "tb")
+    assert [e.step for e in acc.Scalars("mean_energy/step002")] == [0, 1]
+
+
+def test_latent_swap_at_the_last_layer_reproduces_the_alternative(toy, tmp_path):
+    """Swapping the last block's output at every step makes every velocity the alternative's, and
+    both runs start from the same noise: the output is the alternative's video."""
+    out = tmp_path / "run"
+    summary = run("latent-swap", toy, out, cases=2, swap_steps=tuple(range(STEPS)))
+    rows = results(out)["cases"]
+    assert len(rows) == 2 and all(r["alternative"].endswith("-alt") for r in rows)
+    for r in rows:
+        assert r["distance_to_alternative"][-1] <= 0.05  # decoded uint8 rounding only
+        assert r["flipped"][-1] == r["distinct"]
+    assert len(summary["flip_share"]) == 2
+
+
+def test_ensemble_of_one_seed_is_the_plain_sampler(toy, tmp_path):
+    out = tmp_path / "run"
+    run("ensemble", toy, out, seeds=1)
+    rows = results(out)["cases"]
+    assert len(rows) == 6  # 3 families x (in-domain, held-out)
+    assert {r["split"] for r in rows} == {"in_domain", "held_out"}
+    for r in rows:
+        assert r["ensemble_score"] == r["plain_score"]
+    summary = run("ensemble", toy, tmp_path / "three", seeds=3, data="toy:move")
+    assert set(summary["plain_score"]) == {"overall", "split/in_domain", "group/move"}
+
+
+def test_kill_and_resume_gives_the_uninterrupted_results(toy, tmp_path):
+    settings = dict(data="toy:move,pattern", cases=2, batch_size=1)
+    full = tmp_path / "full"
+    run("noise-perturbation", toy, full, **settings)
+    killed = tmp_path / "killed"
+    module = experiments.get("noise-perturbation")
+    config = module.Config(**settings)
+    first = module.run(config, model=toy, out=killed, progress=False, stop_after=2)["computed"]
+    assert len(first) == 2 and not (killed / "cases" / "pattern-in-01001.json").exists()
+    second = module.run(config, model=toy, out=killed, progress=False)["computed"]
+    assert set(first).isdisjoint(second) and len(first) + len(second) == 4  # no case done twice
+    a, b = results(full), results(killed)
+    assert a["cases"] == b["cases"] and a["summary"] == b["summary"]
+    with pytest.raises(ConfigMismatchError, match="steps"):
+        module.run(dataclasses.replace(config, steps=2), model=toy, out=killed, progress=False)
+
+
+def test_cli_run_and_errors(toy, tmp_path, capsys):
+    from cosjax.cli import main
+
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "run",
+            "layer-energy",
+            "--model",
+            toy,
+            "--data",
+            "toy:maze",
+            "--out",
+            str(out),
+            "--quiet",
+            "cases=1",
+            "layers=0",
+        ]
+    )
+    assert code == 0 and (out / "results.json").exists()
+    assert "| layer |" in capsys.readouterr().out
+    assert main(["run", "layer-energy", "--model", toy, "--out", str(tmp_path / "x"), "nope=1"]) == 2
+    assert "unknown setting 'nope'" in capsys.readouterr().err
+    assert main(["run", "layer-energy", "--model", toy, "--out", str(tmp_path / "y"), "cases=two"]) == 2
+    assert main(["run", "trajectory", "--model", toy, "--data", "cifar"]) == 2
+    assert "unknown data source" in capsys.readouterr().err
