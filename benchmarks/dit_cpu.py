@@ -6,6 +6,9 @@ written with `save_pretrained` to a temporary folder and loaded into JAX with `c
 The two outputs are compared (relative error ||v_jax - v_torch|| / ||v_torch||) so the benchmark
 cannot silently time two different functions.
 
+`benchmarks/suite.py` supersedes this script (it adds the CFG step with the text K/V cache, memory,
+JSON and the GPU table); this one is kept for the numbers quoted in the top-level README.
+
 Launch (from the repository root):
 
     .venv/bin/python benchmarks/dit_cpu.py --layers 30
@@ -88,25 +91,19 @@ def parse_args() -> argparse.Namespace:
 
 
 def forward_flops(cfg, batch: int, num_tokens: int, text_len: int) -> dict[str, float]:
-    """FLOPs of one forward under the model in the module docstring, split by part."""
-    d, fd, dt = cfg.dim, cfg.ffn_dim, cfg.text_dim
-    pv = cfg.patch_volume
-    L, lt = num_tokens, text_len
-    linear = 2 * L * 4 * d * d + 2 * L * 2 * d * d + 2 * lt * 2 * d * d + 2 * L * 2 * d * fd
-    attn = 4 * L * L * d + 4 * L * lt * d
-    outside = (
-        2 * L * cfg.in_dim * pv * d
-        + 2 * lt * (dt * d + d * d)
-        + 2 * (cfg.freq_dim * d + d * d + 6 * d * d)
-        + 2 * L * d * cfg.out_dim * pv
-    )
-    blocks_linear = batch * cfg.num_layers * linear
-    blocks_attn = batch * cfg.num_layers * attn
+    """FLOPs of one forward under the model in the module docstring (`flops.forward_cost`), by part."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from flops import forward_cost
+
+    c = forward_cost(cfg, num_tokens, batch=batch, text_len=text_len)
     return {
-        "blocks_linear": float(blocks_linear),
-        "blocks_attention": float(blocks_attn),
-        "embed_and_head": float(batch * outside),
-        "total": float(blocks_linear + blocks_attn + batch * outside),
+        "blocks_linear": c.linear + c.text_kv,
+        "blocks_attention": c.attention,
+        "embed_and_head": c.embed_head + c.text_embed + c.time_embed,
+        "total": c.total,
     }
 
 

@@ -54,7 +54,8 @@ Forward inputs/output: b (2 * 4 C T' H' W' + 4 C_y T' H' W' + 4 t + 4 L_txt text
 and velocity out (float32), the I2V conditioning y (C_y = 20), timesteps (t = L for TI2V, else 1) and
 the float32 text-encoder output. Sampler state: batch (4 (1 + h) C T' H' W' + 4 C_y T' H' W' +
 (1 + cfg) 4 L_txt text_dim), with h = 3 UniPC history buffers (0 for Euler) and prompt plus negative
-embeddings.
+embeddings, plus the per-run text K/V cache the sampler computes once per expert (`WanDiT.encode_text`):
+num_experts * N_layers * 2 * b * L_txt * ceil(D / tensor) * c (keys and values of every layer).
 
   forward_peak = parameters + layer_weights + activations + forward_io (+ platform_extra)
   total        = (forward_peak + sampler_state) * safety_factor      (1.2 by default)
@@ -439,6 +440,8 @@ def plan_memory(
     forward_io = b * (2 * latent + cond_in + 4 * t_elems + text_in)
     history = 3 if solver == "unipc" else 0
     sampler_state = batch * ((1 + history) * latent + cond_in + (2 if cfg else 1) * text_in)
+    text_cache = num_experts * config.num_layers * 2 * b * config.text_len * _ceil_div(config.dim, tensor)
+    sampler_state += text_cache * (4 if cpu_upcast else c_size)
 
     return MemoryPlan(
         config=config,

@@ -158,3 +158,18 @@ def jax_dtypes(tree):
     import jax
 
     return {leaf.dtype for leaf in jax.tree.leaves(tree)}
+
+
+@pytest.mark.parametrize("case", ["t2v", "ti2v"])
+def test_fast_path_parity(case, tmp_path):
+    """The per-run text K/V cache plus fused QKV against Diffusers (same float32 budget)."""
+    kwargs, shapes, per_token = CASES[case]
+    model = make_reference(num_layers=3, seed=21, **kwargs)
+    model.save_pretrained(tmp_path / "src")
+    dit = cj.load_dit(tmp_path / "src")
+    module = cj.WanDiT(dit.config, fuse_qkv=True)
+    x, y, ctx, n_txt, t = _inputs(model, *shapes[-1], per_token=per_token)
+    j = lambda a: None if a is None else jnp.asarray(a.numpy())  # noqa: E731
+    kv = module.encode_text(dit.params, j(ctx[:, :n_txt]))
+    out = np.asarray(module.apply({"params": dit.params}, j(x), j(t), None, j(y), text_kv=kv))
+    assert relative_error(out, _reference_output(model, x, y, ctx, t)) <= F32_TOL

@@ -3,6 +3,11 @@
 Every attention call in the model goes through `attention(...)`; the backend is picked by platform
 (Pallas splash on TPU, cuDNN flash on GPU, XLA elsewhere) and can be overridden by name. Layout
 inside the model is token-major: q, k, v are [B, L, N, d]; `kv_len` masks padded keys.
+
+Backends: "xla" (plain softmax attention; XLA:CPU fuses it without writing the logits, XLA on GPU/TPU
+materialises [B, N, Lq, Lk] float32 logits), "chunked" (the same math one block of queries at a time,
+so the logits take at most `CHUNK_LOGIT_BYTES`), "cudnn" (cuDNN flash, bfloat16/float16; float32
+inputs take "xla" or, when the logits would be large, "chunked") and "splash" (Pallas, TPU).
 """
 
 from __future__ import annotations
@@ -89,19 +94,83 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_len: jax.Array | 
     ).astype(q.dtype)
 
 
+CHUNK_LOGIT_BYTES = 2**31  # 2 GiB of float32 logits per query block
+
+
+def _query_block(b: int, lq: int, n: int, lk: int) -> int:
+    """Largest power-of-two query block (>= 128) whose float32 logits [b, n, block, lk] fit the cap."""
+    block = 128
+    while block < lq and 4 * b * n * (2 * block) * lk <= CHUNK_LOGIT_BYTES:
+        block *= 2
+    return min(block, lq)
+
+
+def chunked_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, kv_len: jax.Array | None = None, block: int | None = None
+) -> jax.Array:
+    """`xla_attention` over blocks of queries (`lax.map`), each block against all keys.
+
+    Every query row computes exactly the formula of `xla_attention` (no online softmax), so float32
+    stays float32-exact; peak memory is one block's logits [B, N, block, Lk] instead of all of them.
+    Used for float32 references at long sequence lengths on GPU (480p: 32,760 tokens, whose full
+    float32 logits are 172 GB for 40 heads).
+
+    Args:
+      q: [B, Lq, N, d]; k, v: [B, Lk, N, d]; kv_len: optional int32 [B] (see `xla_attention`).
+      block: queries per block (None: the largest power of two within `CHUNK_LOGIT_BYTES`).
+
+    Returns:
+      [B, Lq, N, d] in q's dtype.
+    """
+    b, lq, n, d = q.shape
+    block = block or _query_block(b, lq, n, k.shape[1])
+    if block >= lq:
+        return xla_attention(q, k, v, kv_len)
+    nblocks = -(-lq // block)
+    qp = jnp.pad(q, ((0, 0), (0, nblocks * block - lq), (0, 0), (0, 0)))
+    qb = qp.reshape(b, nblocks, block, n, d).transpose(1, 0, 2, 3, 4)  # [nblocks, B, block, N, d]
+    out = jax.lax.map(lambda qi: xla_attention(qi, k, v, kv_len), qb)
+    return out.transpose(1, 0, 2, 3, 4).reshape(b, nblocks * block, n, d)[:, :lq]
+
+
 def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_len: jax.Array | None = None) -> jax.Array:
     """cuDNN flash attention (GPU), same contract as `xla_attention`.
 
     cuDNN's fused kernel takes bfloat16/float16 only; float32 inputs run the XLA path so that float32
-    results stay float32-exact.
+    results stay float32-exact (by query blocks when the full logits would exceed CHUNK_LOGIT_BYTES).
     """
     if q.dtype == jnp.float32:
+        b, lq, n, _ = q.shape
+        if 4 * b * n * lq * k.shape[1] > CHUNK_LOGIT_BYTES:
+            return chunked_attention(q, k, v, kv_len)
         return xla_attention(q, k, v, kv_len)
     lengths = None if kv_len is None else kv_len.astype(jnp.int32)
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
 
 
 SPLASH_BLOCK = 512
+
+
+def splash_blocks(lq: int, lk: int) -> tuple[int, int, int]:
+    """(block_q, block_kv, block_kv_compute) of the splash kernel for Lq queries and Lk keys.
+
+    Default: SPLASH_BLOCK for all three (capped at the longer sequence rounded up to 128). The
+    COSJAX_SPLASH_BLOCKS="bq,bkv,bkv_compute" environment variable overrides them (multiples of 128,
+    bkv_compute dividing bkv; each capped at its sequence rounded up to 128) for tuning on a TPU:
+    larger tiles amortise the softmax's vector work (benchmarks/README.md, TPU plan).
+    """
+    forced = os.environ.get("COSJAX_SPLASH_BLOCKS")
+    if not forced:
+        block = min(SPLASH_BLOCK, _round_up(max(lq, lk), 128))
+        return block, block, block
+    bq, bkv, bkc = (int(b) for b in forced.split(","))
+    bq, bkv = min(bq, _round_up(lq, 128)), min(bkv, _round_up(lk, 128))
+    bkc = min(bkc, bkv)
+    if bq % 128 or bkv % 128 or bkc % 128 or bkv % bkc:
+        raise ValueError(
+            f"COSJAX_SPLASH_BLOCKS={forced!r}: blocks must be multiples of 128, bkv_compute | bkv"
+        )
+    return bq, bkv, bkc
 
 
 def splash_attention(
@@ -119,8 +188,8 @@ def splash_attention(
 
     b, lq, n, d = q.shape
     lk = k.shape[1]
-    block = min(SPLASH_BLOCK, _round_up(max(lq, lk), 128))
-    lq_p, lk_p = _round_up(lq, block), _round_up(lk, block)
+    block_q, block_kv, block_kv_compute = splash_blocks(lq, lk)
+    lq_p, lk_p = _round_up(lq, block_q), _round_up(lk, block_kv)
 
     def to_heads(a, length):  # [B, L, N, d] -> zero-padded [B, N, length, d]
         return jnp.pad(a, ((0, 0), (0, length - a.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
@@ -128,7 +197,7 @@ def splash_attention(
     qh = to_heads(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), lq_p)
     kh, vh = to_heads(k, lk_p), to_heads(v, lk_p)
     mask = masks.MultiHeadMask([masks.FullMask((lq_p, lk_p))] * n)
-    sizes = kernels.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block)
+    sizes = kernels.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv_compute)
     kernel = kernels.make_splash_mha(
         mask, head_shards=1, q_seq_shards=1, block_sizes=sizes, interpret=interpret
     )
@@ -152,6 +221,7 @@ BACKENDS: dict[str, AttentionFn] = {
     "xla": xla_attention,
     "cudnn": cudnn_attention,
     "splash": splash_attention,
+    "chunked": chunked_attention,
 }
 _BY_PLATFORM = {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}
 

@@ -6,11 +6,22 @@ by one `nn.scan`, so compile time does not grow with depth.
 
 Precision follows the official runtime: matmuls run in `dtype` (bfloat16 or float32), the residual
 stream, every norm, the time embedding, the modulation and the head run in float32.
+
+Fast path (the same function up to float summation order; `tests/test_fast_path.py` checks each):
+  * text K/V once per run: `WanDiT.encode_text(params, context)` returns every layer's cross-attention
+    keys and values (`TextKV`); `apply(..., text_kv=kv)` then skips the text embedding and the
+    per-layer K/V projections. The sampler computes them once per expert before its step scan.
+  * broadcast modulation: with one timestep per sample (T2V/I2V) the time embedding and the six
+    modulation vectors stay [B, 1, 6, D] and broadcast over tokens; only per-token t (TI2V)
+    materialises [B, L, 6, D].
+  * optional fused QKV (`fuse_qkv=True`): one [D, 3, D] matmul for self-attention q, k, v, built from
+    the unchanged q/k/v parameters. Off by default: on CPU it measured no gain (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,9 +36,24 @@ from cosjax.plan import EMPTY_LAYER_PLAN, LayerPlan
 Dtype = jnp.dtype
 
 
-def _dense(features: int, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Dense:
-    precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None
-    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, precision=precision, name=name)
+def _precision(dtype: Dtype):
+    return jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None
+
+
+def _dense(features: int, dtype: Dtype, param_dtype: Dtype, name: str | None = None) -> nn.Dense:
+    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, precision=_precision(dtype), name=name)
+
+
+class TextKV(NamedTuple):
+    """Cross-attention keys and values of the embedded text for every layer (the per-run cache).
+
+    k (after the cross-attention `norm_k`) and v: [num_layers, B, text_len, num_heads, head_dim] in
+    the compute dtype. For A14B in bfloat16 with CFG (B = 2): 2 x 40 x 2 x 512 x 5120 x 2 bytes
+    = 0.84 GB per expert.
+    """
+
+    k: jax.Array
+    v: jax.Array
 
 
 def layer_norm(x: jax.Array, eps: float) -> jax.Array:
@@ -71,7 +97,8 @@ class Attention(nn.Module):
 
     Inputs x [B, Lq, D] and source [B, Lk, D] in the compute dtype; rope = (cos, sin) float32
     [Lq, d/2] for self-attention, None for cross-attention; kv_len int32 [B] masks padded keys of
-    self-attention (None: no padding). Returns [B, Lq, D] in the compute dtype.
+    self-attention (None: no padding); kv = precomputed (k, v) [B, Lk, N, d] (from `project_kv`, the
+    text K/V cache) replaces the projection of `source`. Returns [B, Lq, D] in the compute dtype.
 
     Under a mesh with a `context` axis the token sequence arrives sharded; self-attention is computed
     with heads sharded instead (the constraints make GSPMD insert Ulysses-style all-to-alls), so each
@@ -82,15 +109,42 @@ class Attention(nn.Module):
     dtype: Dtype
     param_dtype: Dtype
     backend: str | None
+    fuse_qkv: bool = False
 
-    @nn.compact
-    def __call__(self, x, source, rope=None, kv_len=None):
+    def setup(self):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
-        q = RMSNorm(cfg.eps, pdt, name="norm_q")(_dense(cfg.dim, dt, pdt, "q")(x))
-        k = RMSNorm(cfg.eps, pdt, name="norm_k")(_dense(cfg.dim, dt, pdt, "k")(source))
-        v = _dense(cfg.dim, dt, pdt, "v")(source)
-        split = lambda a: a.reshape(*a.shape[:2], cfg.num_heads, cfg.head_dim)  # noqa: E731
-        q, k, v = split(q), split(k), split(v)
+        self.q, self.k, self.v, self.o = (_dense(cfg.dim, dt, pdt) for _ in range(4))
+        self.norm_q = RMSNorm(cfg.eps, pdt)
+        self.norm_k = RMSNorm(cfg.eps, pdt)
+
+    def _heads(self, a: jax.Array) -> jax.Array:
+        """[B, L, D] -> [B, L, N, d]."""
+        return a.reshape(*a.shape[:2], self.config.num_heads, self.config.head_dim)
+
+    def project_kv(self, source: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """source [B, Lk, D] -> (k, v), each [B, Lk, N, d] in the compute dtype (k RMS-normed, no RoPE)."""
+        return self._heads(self.norm_k(self.k(source))), self._heads(self.v(source))
+
+    def _fused_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """q, k, v [B, L, N, d] of self-attention from one [D, 3, D] matmul (same math as q/k/v)."""
+        p = self.variables["params"]
+        kernel = jnp.stack([p[n]["kernel"] for n in ("q", "k", "v")], axis=1)  # [D, 3, D]
+        bias = jnp.stack([p[n]["bias"] for n in ("q", "k", "v")])  # [3, D]
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jax.lax.dot_general(
+            x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=_precision(self.dtype)
+        )
+        y = y + bias  # [B, L, 3, D]
+        q, k, v = y[:, :, 0], y[:, :, 1], y[:, :, 2]
+        return self._heads(self.norm_q(q)), self._heads(self.norm_k(k)), self._heads(v)
+
+    def __call__(self, x, source=None, rope=None, kv_len=None, kv=None):
+        cfg = self.config
+        if rope is not None and self.fuse_qkv and not self.is_initializing():
+            q, k, v = self._fused_qkv(x)
+        else:
+            q = self._heads(self.norm_q(self.q(x)))
+            k, v = self.project_kv(source) if kv is None else kv
         if rope is not None:  # self-attention: all tokens, heads sharded over context x tensor
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             q, k, v = (constrain(a, "data", None, ("context", "tensor"), None) for a in (q, k, v))
@@ -99,7 +153,7 @@ class Attention(nn.Module):
             k, v = (constrain(a, "data", None, "tensor", None) for a in (k, v))
         out = attention(q, k, v, kv_len=kv_len, backend=self.backend)
         out = constrain(out, "data", "context", "tensor", None)
-        return _dense(cfg.dim, dt, pdt, "o")(out.reshape(*x.shape[:2], cfg.dim))
+        return self.o(out.reshape(*x.shape[:2], cfg.dim))
 
 
 class Block(nn.Module):
@@ -107,9 +161,10 @@ class Block(nn.Module):
 
     Args (of __call__):
       carry: (x, state): x the float32 [B, L, D] residual stream, state the plan's capture state.
-      layer: int32 scalar, this block's index (the scanned input).
+      xs: (layer, kv), the scanned inputs: layer int32 scalar, this block's index; kv None, or this
+        layer's cached cross-attention (k, v), each [B, text_len, N, d] (see `TextKV`).
       e0: float32 [B, 1 or L, 6, D] time modulation (1 when every token shares a timestep).
-      context: [B, text_len, D] embedded text in the compute dtype.
+      context: [B, text_len, D] embedded text in the compute dtype (None when kv is given).
       rope: (cos, sin) float32 [L, head_dim/2].
       kv_len: int32 [B] number of real tokens (keys beyond are padding), or None.
       plan: the intervention plan, applied after the block.
@@ -122,11 +177,13 @@ class Block(nn.Module):
     dtype: Dtype
     param_dtype: Dtype
     backend: str | None
+    fuse_qkv: bool = False
 
     @nn.compact
-    def __call__(self, carry, layer, e0, context, rope, kv_len, plan: LayerPlan):
+    def __call__(self, carry, xs, e0, context, rope, kv_len, plan: LayerPlan):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         x, state = carry
+        layer, kv = xs
         x = constrain(x, "data", "context", None)
         modulation = self.param(
             "modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (6, cfg.dim), pdt
@@ -135,11 +192,12 @@ class Block(nn.Module):
         shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i] for i in range(6))
 
         h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dt)
-        y = Attention(cfg, dt, pdt, self.backend, name="self_attn")(h, h, rope, kv_len)
+        y = Attention(cfg, dt, pdt, self.backend, self.fuse_qkv, name="self_attn")(h, h, rope, kv_len)
         x = x + y.astype(jnp.float32) * gate
 
         h = AffineLayerNorm(cfg.eps, pdt, name="cross_norm")(x).astype(dt)
-        x = x + Attention(cfg, dt, pdt, self.backend, name="cross_attn")(h, context).astype(jnp.float32)
+        cross = Attention(cfg, dt, pdt, self.backend, name="cross_attn")(h, context, kv=kv)
+        x = x + cross.astype(jnp.float32)
 
         h = (layer_norm(x, cfg.eps) * (1 + c_scale) + c_shift).astype(dt)
         h = nn.gelu(_dense(cfg.ffn_dim, dt, pdt, "fc1")(h), approximate=True)
@@ -185,6 +243,59 @@ def unpatchify(x: jax.Array, grid: tuple[int, int, int], patch: tuple[int, int, 
     return x.reshape(b, x.shape[1], f * pt, h * ph, w * pw)
 
 
+def embed_text(context: jax.Array, config: DiTConfig, dtype: Dtype, param_dtype: Dtype) -> jax.Array:
+    """The text embedding MLP (call inside a compact module: it creates `text_embedding_1/2` there).
+
+    context [B, L_txt, text_dim] (L_txt <= text_len, any float dtype) is zero-padded to text_len,
+    cast to the compute dtype and mapped to [B, text_len, D] in the compute dtype.
+    """
+    pad = config.text_len - context.shape[1]
+    context = jnp.pad(context.astype(dtype), ((0, 0), (0, pad), (0, 0)))
+    context = _dense(config.dim, dtype, param_dtype, "text_embedding_1")(context)
+    return _dense(config.dim, dtype, param_dtype, "text_embedding_2")(nn.gelu(context, approximate=True))
+
+
+class _CrossKV(nn.Module):
+    """One layer's cross-attention K/V of the embedded text (vmapped over the stacked layers)."""
+
+    config: DiTConfig
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+        attn = Attention(self.config, self.dtype, self.param_dtype, None, name="cross_attn")
+        return attn.project_kv(context)
+
+
+class TextEncoder(nn.Module):
+    """Text embedding plus every layer's cross-attention K/V, applied to a `WanDiT` parameter tree.
+
+    The parameter names are those of `WanDiT` (`text_embedding_1/2`, `blocks/cross_attn/{k,v,norm_k}`),
+    so `TextEncoder(...).apply({"params": dit_params}, context)` reads the DiT's own weights. The layer
+    axis is vmapped: one batched matmul per projection for all layers.
+    """
+
+    config: DiTConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, context: jax.Array) -> TextKV:
+        """context [B, L_txt, text_dim] -> TextKV, k and v [num_layers, B, text_len, N, d] (compute dtype)."""
+        cfg = self.config
+        embedded = embed_text(context, cfg, self.dtype, self.param_dtype)
+        layers = nn.vmap(
+            _CrossKV,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=cfg.num_layers,
+        )(cfg, self.dtype, self.param_dtype, name="blocks")
+        return TextKV(*layers(embedded))
+
+
 class WanDiT(nn.Module):
     """The Wan diffusion transformer.
 
@@ -193,14 +304,41 @@ class WanDiT(nn.Module):
       dtype: compute dtype of the matmuls (float32 or bfloat16).
       param_dtype: dtype the parameters are created in by `init`.
       attention_backend: name of an attention backend (None: chosen by platform).
+      fuse_qkv: compute self-attention q, k, v with one matmul (same parameters, same result up to
+        float rounding; see the module docstring).
     """
 
     config: DiTConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention_backend: str | None = None
+    fuse_qkv: bool = False
 
-    def check_inputs(self, x, t, context, y) -> tuple[int, int, int]:
+    @nn.nowrap
+    def encode_text(self, params, context: jax.Array) -> TextKV:
+        """The per-run text cache: embedded text projected to every layer's cross-attention K/V.
+
+        Args:
+          params: this model's parameter tree (the "params" collection).
+          context: [B, L_txt, text_dim] text embeddings (L_txt <= text_len; zero-padded inside as in
+            `__call__`). For CFG pass the conditional and unconditional prompts as one batch.
+
+        Returns:
+          TextKV with k, v [num_layers, B, text_len, num_heads, head_dim] in the compute dtype, to pass
+          as `apply(..., text_kv=...)` at every step instead of `context`.
+        """
+        if context.ndim != 3 or context.shape[2] != self.config.text_dim:
+            raise ValueError(
+                f"context must be [B, L_txt, {self.config.text_dim}], got {tuple(context.shape)}"
+            )
+        if context.shape[1] > self.config.text_len:
+            raise ValueError(
+                f"context has {context.shape[1]} tokens; the model takes at most {self.config.text_len}"
+            )
+        encoder = TextEncoder(self.config, self.dtype, self.param_dtype)
+        return encoder.apply({"params": params}, context)
+
+    def check_inputs(self, x, t, context, y, text_kv=None) -> tuple[int, int, int]:
         """Validates shapes before tracing further; returns the patch grid (F', H', W')."""
         cfg = self.config
         if x.ndim != 5:
@@ -227,11 +365,21 @@ class WanDiT(nn.Module):
             raise ValueError(
                 f"t must be [B] = [{b}] or per-token [B, L] = [{b}, {num_tokens}], got {tuple(t.shape)}"
             )
-        if context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
-            raise ValueError(
-                f"context must be [B, L_txt, {cfg.text_dim}] with B = {b}, got {tuple(context.shape)}"
-            )
-        if context.shape[1] > cfg.text_len:
+        if text_kv is not None:
+            want = (cfg.num_layers, b, cfg.text_len, cfg.num_heads, cfg.head_dim)
+            if context is not None:
+                raise ValueError("pass either context or text_kv (from encode_text), not both")
+            if tuple(text_kv.k.shape) != want or tuple(text_kv.v.shape) != want:
+                raise ValueError(
+                    f"text_kv k and v must be [layers, B, text_len, heads, head_dim] = {want}, got "
+                    f"{tuple(text_kv.k.shape)} and {tuple(text_kv.v.shape)}"
+                )
+        elif (
+            context is None or context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim
+        ):
+            got = None if context is None else tuple(context.shape)
+            raise ValueError(f"context must be [B, L_txt, {cfg.text_dim}] with B = {b}, got {got}")
+        elif context.shape[1] > cfg.text_len:
             raise ValueError(f"context has {context.shape[1]} tokens; the model takes at most {cfg.text_len}")
         heads_split = axis_size("context") * axis_size("tensor")
         if axis_size("context") > 1 and cfg.num_heads % heads_split:
@@ -242,17 +390,20 @@ class WanDiT(nn.Module):
         return grid
 
     @nn.compact
-    def __call__(self, x, t, context, y=None, plan: LayerPlan | None = None):
+    def __call__(self, x, t, context, y=None, plan: LayerPlan | None = None, text_kv: TextKV | None = None):
         """Predicts the flow velocity.
 
         Args:
           x: [B, C, T, H, W] noisy latents (any float dtype).
           t: [B] timesteps in [0, 1000], or [B, L] per-token timesteps (TI2V), L = F'*H'*W'.
           context: [B, L_txt, text_dim] text embeddings, L_txt <= text_len; zero-padded to text_len
-            inside (the padded rows are embedded and attended to, as in the official model).
+            inside (the padded rows are embedded and attended to, as in the official model). None
+            when `text_kv` is given.
           y: [B, C_y, T, H, W] conditioning concatenated after x on channels (I2V: 4 mask + 16
             image-latent channels), or None.
           plan: the per-step intervention plan (`cosjax.plan.LayerPlan`); None means none.
+          text_kv: the cross-attention K/V of the text from `encode_text` (computed once per run and
+            reused at every step), or None to embed `context` here.
 
         Returns:
           v: float32 [B, out_dim, T, H, W] when plan is None, else (v, (ys, state)) where ys are the
@@ -260,7 +411,7 @@ class WanDiT(nn.Module):
           state (see `LayerPlan`).
         """
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
-        grid = self.check_inputs(x, t, context, y)
+        grid = self.check_inputs(x, t, context, y, text_kv)
         if y is not None:
             x = jnp.concatenate([x, y.astype(x.dtype)], axis=1)
 
@@ -274,6 +425,7 @@ class WanDiT(nn.Module):
         if t.ndim == 2:
             t = jnp.pad(t, ((0, 0), (0, pad_tokens)), mode="edge")
 
+        # one timestep per sample: everything below stays [B, 1, ...] and broadcasts over tokens
         t_emb = timestep_embedding(t if t.ndim == 2 else t[:, None], cfg.freq_dim)  # [B, 1|L, F]
         e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_1")(t_emb)
         e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_2")(nn.silu(e))  # [B, 1|L, D]
@@ -284,10 +436,11 @@ class WanDiT(nn.Module):
         e0 = constrain(e0.reshape(*e0.shape[:2], 6, cfg.dim), "data", tokens_axis, None, None)
         e = constrain(e, "data", tokens_axis, None)
 
-        pad = cfg.text_len - context.shape[1]
-        context = jnp.pad(context.astype(dt), ((0, 0), (0, pad), (0, 0)))
-        context = _dense(cfg.dim, dt, pdt, "text_embedding_1")(context)
-        context = _dense(cfg.dim, dt, pdt, "text_embedding_2")(nn.gelu(context, approximate=True))
+        if text_kv is None:
+            context = embed_text(context, cfg, dt, pdt)
+            kv = None
+        else:
+            context, kv = None, (text_kv.k.astype(dt), text_kv.v.astype(dt))
 
         cos, sin = rope_tables(grid, cfg.rope_split, cfg.rope_theta)
         rope = (
@@ -301,10 +454,11 @@ class WanDiT(nn.Module):
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
-        )(cfg, dt, pdt, self.attention_backend, name="blocks")
+        )(cfg, dt, pdt, self.attention_backend, self.fuse_qkv, name="blocks")
         layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
         layer_plan = (EMPTY_LAYER_PLAN if plan is None else plan).pad_tokens(pad_tokens)
-        (h, state), ys = blocks((h, layer_plan.init_state(h)), layers, e0, context, rope, kv_len, layer_plan)
+        carry = (h, layer_plan.init_state(h))
+        (h, state), ys = blocks(carry, (layers, kv), e0, context, rope, kv_len, layer_plan)
         ys, state = layer_plan.trim_tokens(ys, state, num_tokens)
 
         head_mod = self.param(

@@ -6,6 +6,10 @@ facts transforms need (number of steps and layers). Everything a run depends on 
 
 A14B mixtures run two scans: the high-noise expert for the leading steps with t >= boundary * 1000,
 then the low-noise expert; each with its own guidance scale. The split is fixed by the schedule.
+
+The text side of every step is the same, so before each expert's scan the sampler computes that
+expert's cross-attention K/V of the (CFG-batched) prompts once (`WanDiT.encode_text`) and every step
+reuses them (`cache_text_kv=False` recomputes them per step, as the plain forward does).
 """
 
 from __future__ import annotations
@@ -122,6 +126,9 @@ def make_sampler(
     settings: SamplerSettings,
     dtype=jnp.float32,
     attention_backend: str | None = None,
+    *,
+    cache_text_kv: bool = True,
+    fuse_qkv: bool = False,
 ) -> Sampler:
     """Builds the sampler of a DiT (one expert, or the "high_noise"/"low_noise" pair).
 
@@ -131,6 +138,9 @@ def make_sampler(
       settings: schedule, solver and guidance.
       dtype: compute dtype of the DiT matmuls.
       attention_backend: attention backend name (None: by platform).
+      cache_text_kv: compute each expert's text embedding and cross-attention K/V once per run
+        (before its step scan) instead of once per step; the same function up to float rounding.
+      fuse_qkv: one fused matmul for self-attention q, k, v (see `WanDiT`).
     """
     schedule = make_schedule(settings.grid, settings.steps, settings.shift)
     solver = make_solver(settings.solver, schedule.sigmas)
@@ -143,7 +153,9 @@ def make_sampler(
     else:
         raise ValueError(f"experts must be one DiT or high_noise + low_noise, got {sorted(experts)}")
     segments = tuple(s for s in segments if s[2] > s[1])
-    module = WanDiT(config, dtype=dtype, param_dtype=dtype, attention_backend=attention_backend)
+    module = WanDiT(
+        config, dtype=dtype, param_dtype=dtype, attention_backend=attention_backend, fuse_qkv=fuse_qkv
+    )
     timesteps = jnp.asarray(schedule.timesteps)
 
     def sample(cond: Conditioning, key: jax.Array, plan: Plan) -> Result:
@@ -162,7 +174,7 @@ def make_sampler(
         batch = 2 * b if cfg else b
         carry = (x, solver.init(x), _init_buffers(plan, b, batch, tokens, config.dim))
 
-        def step(params, scale, carry, i):
+        def step(params, text_kv, scale, carry, i):
             x, solver_state, buffers = carry
             x = _impose_first_frame(_apply_noise(plan, x, i, jax.random.fold_in(key_plan, i)), cond)
             t = jnp.full((b,), timesteps[i])
@@ -170,7 +182,10 @@ def make_sampler(
                 t = jnp.where(first_frame_tokens[None, :], 0.0, t[:, None])
             x_in = jnp.concatenate([x, x]) if cfg else x
             t_in = jnp.concatenate([t, t]) if cfg else t
-            v, (ys, state) = module.apply({"params": params}, x_in, t_in, context, y, plan=plan.at_step(i))
+            ctx = context if text_kv is None else None  # the cache replaces the text input
+            v, (ys, state) = module.apply(
+                {"params": params}, x_in, t_in, ctx, y, plan=plan.at_step(i), text_kv=text_kv
+            )
             if cfg:
                 v = v[b:] + scale * (v[:b] - v[b:])
             solver_state, x_next, x0 = solver.step(solver_state, i, x, v)
@@ -180,7 +195,9 @@ def make_sampler(
 
         traces = []
         for name, start, end, scale in segments:
-            body = lambda c, i, p=experts[name], s=scale: step(p, s, c, i)  # noqa: E731
+            params = experts[name]
+            text_kv = module.encode_text(params, context) if cache_text_kv else None  # once per run
+            body = lambda c, i, p=params, kv=text_kv, s=scale: step(p, kv, s, c, i)  # noqa: E731
             carry, x0 = jax.lax.scan(body, carry, jnp.arange(start, end, dtype=jnp.int32))
             traces.append(x0)
         x, _, buffers = carry
