@@ -2,7 +2,7 @@
 
 An experiment (`experiments/`) is written once against `Subject`; two subjects implement it:
 
-* `ToySubject`: the embedded pixel-space model (or any `cosjax.train.export` folder) on the synthetic
+* `ToySubject`: the embedded toy model (or any `cosjax.train.export` folder) on the synthetic
   task families of `cosjax.data` (data source "toy", "toy:maze,move", "toy:move@held_out").
   Cases are scored at once by the families' rule-based scorers.
 * `PipelineSubject`: a converted Wan checkpoint (`Pipeline`) on a local VBVR-Bench folder (data
@@ -61,7 +61,7 @@ def parse_data(data: str) -> tuple[str, str]:
 
 
 class ToySubject:
-    """The pixel-space toy model on the synthetic task families.
+    """The toy model (pixel-derived latents, `cosjax.train`) on the synthetic task families.
 
     Args:
       path: a `cosjax.train.export` folder; None = the embedded model shipped in the package.
@@ -76,6 +76,7 @@ class ToySubject:
         self.path = Path(path) if path is not None else EMBEDDED_MODEL
         self.dit, self.meta, self.table = load_toy(self.path)
         self.space = self.meta.get("space", "pixel")
+        self.pool = int(self.meta.get("pool", 1))
         self.defaults = dict(self.meta["sampling"])
 
     @property
@@ -136,7 +137,7 @@ class ToySubject:
         first = np.stack([c.source.first_frame for c in cases])
         ids = np.asarray([c.source.prompt_id for c in cases])
         frames = int(self.meta["video_shape"]["frames"])
-        return toy_conditioning(first, self.table[ids], frames, cfg=self.cfg(settings))
+        return toy_conditioning(first, self.table[ids], frames, cfg=self.cfg(settings), pool=self.pool)
 
     def alternative(self, case: CaseRef) -> CaseRef:
         """The input a latent swap takes hidden states from: for `move`, the same scene with the
@@ -163,7 +164,7 @@ class ToySubject:
         from cosjax.train import decode_latents
 
         first = np.stack([c.source.first_frame for c in cases])
-        return decode_latents(latents, first, self.space)
+        return decode_latents(latents, first, self.space, self.pool)
 
     def score(self, case: CaseRef, video: np.ndarray) -> float | None:
         """The family's rule-based score in [0, 1] of a uint8 video [F, H, W, 3]."""

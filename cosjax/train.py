@@ -1,23 +1,22 @@
-"""Flow-matching training of a tiny Wan-architecture I2V model in pixel space (no VAE).
+"""Flow-matching training of a tiny Wan-architecture I2V model on pixel-derived latents (no VAE).
 
 This trains the embedded toy model of `DESIGN.md` section 7: same `WanDiT` code as the real
 checkpoints, tiny config, optax, Orbax checkpoints, TensorBoard logging, exact resumption.
 
-Pixel "latent" layout (what the DiT and the sampler see):
-  * videos are uint8 [N, F, H, W, 3] (F = 9, H = W = 32 for the toy tasks); the model space is
-    float32 x = video / 127.5 - 1 in [-1, 1], channels-first [B, C=3, T=F, H, W]. There is no
-    temporal or spatial compression: one "latent frame" is one video frame.
-  * I2V conditioning `y` [B, 7, F, H, W] (same structure as Wan's 4 mask + image-latent channels):
+Latent layout (what the DiT and the sampler see; `encode_videos` / `decode_latents`):
+  * videos are uint8 [N, F, H, W, 3] (F = 9, H = W = 32 for the toy tasks); x = video / 127.5 - 1
+    in [-1, 1], channels-first [B, 3, F, H, W]; no temporal compression (a latent frame is a frame).
+  * space "pixel": x itself; space "delta" (default): (x - x[:, :, :1]) / 2, the change from the
+    first frame, exactly 0 wherever nothing moves.
+  * pool k: the latents are average-pooled k x k (a fixed linear "VAE" with spatial stride k,
+    decoded by nearest upsampling); the shipped recipe uses k = 2 (16 x 16 latents) with Wan's own
+    (1, 2, 2) patches: 9 x 8 x 8 = 576 tokens of 12 noise values each.
+  * I2V conditioning `y` [B, 7, F, H', W'] (same structure as Wan's 4 mask + image-latent channels):
     channels 0-3 the mask, ones on frame 0 and zeros elsewhere (Wan's 4 mask channels stand for the
     4 video frames packed in one latent frame; here all 4 are the same frame-0 mask, kept so the
-    channel structure matches the real I2V models); channels 4-6 the first frame in model space on
-    frame 0, zeros on the other frames.
-  * so in_dim = 3 (noisy video) + 4 + 3 = 10, out_dim = 3, model_type "i2v".
-  * patch_size (1, 4, 4): a 32 x 32 frame becomes an 8 x 8 token grid, 9 x 8 x 8 = 576 tokens. With
-    (1, 2, 2) it would be 2304 tokens: self-attention costs 16x and the linears 4x more, ~10x slower
-    steps on a CPU, for a model that sees structure (a moving square) far coarser than 4 px. The
-    real models patchify latents 8x downsampled by the VAE, so one token covers 16 x 16 pixels
-    there; 4 x 4 pixels per token is still 16x finer than that.
+    channel structure matches the real I2V models); channels 4-6 the (pooled) first frame in [-1, 1]
+    on frame 0, zeros on the other frames.
+  * so in_dim = 3 (noisy latent) + 4 + 3 = 10, out_dim = 3, model_type "i2v".
 
 Text: a fixed random embedding per prompt id, float32 [num_prompts, text_len=4, text_dim], drawn
 once from the seed and stored in the workdir and the export. The DiT's own learned text MLP
@@ -132,6 +131,7 @@ class TrainConfig:
       time_shift: s = shift u / (1 + (shift - 1) u); 1 = no shift.
       space: "delta" (default) models (video - first frame) / 2, "pixel" the video itself; see
         `encode_videos`.
+      pool: spatial average-pooling factor of the latents (1 = full resolution; see `encode_videos`).
       num_prompts: size of the prompt-embedding table; None = max(prompt_ids) + 1.
       checkpoint_every: save an Orbax checkpoint every this many steps (and at the end).
       log_every: TensorBoard / progress-bar interval in steps.
@@ -153,6 +153,7 @@ class TrainConfig:
     time_sampling: Literal["uniform", "logit_normal"] = "uniform"
     time_shift: float = 3.0
     space: Literal["pixel", "delta"] = "delta"
+    pool: int = 1
     num_prompts: int | None = None
     checkpoint_every: int = 500
     log_every: int = 10
@@ -170,6 +171,8 @@ class TrainConfig:
             )
         if self.space not in ("pixel", "delta"):
             raise ValueError(f"space must be 'pixel' or 'delta', got {self.space!r}")
+        if self.pool < 1:
+            raise ValueError(f"pool must be >= 1, got {self.pool}")
         if self.time_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"time_sampling must be 'uniform' or 'logit_normal', got {self.time_sampling!r}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
@@ -230,37 +233,54 @@ def from_model_space(x) -> np.ndarray:
     return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def encode_videos(videos, space: str = "delta") -> jax.Array:
-    """uint8 [B, F, H, W, 3] videos -> the toy's latents, float32 [B, 3, F, H, W].
+def pool_frames(x, pool: int) -> jax.Array:
+    """Average-pools [B, C, F, H, W] by `pool` over H and W -> [B, C, F, H / pool, W / pool]."""
+    if pool == 1:
+        return jnp.asarray(x)
+    b, c, f, h, w = x.shape
+    return jnp.asarray(x).reshape(b, c, f, h // pool, pool, w // pool, pool).mean((4, 6))
+
+
+def encode_videos(videos, space: str = "delta", pool: int = 1) -> jax.Array:
+    """uint8 [B, F, H, W, 3] videos -> the toy's latents, float32 [B, 3, F, H / pool, W / pool].
 
     "pixel": `to_model_space`. "delta": (x - x[:, :, :1]) / 2, the change from the first frame in
     [-1, 1]. The delta space is the toy's stand-in for a VAE: everything the prompt does not move is
     exactly 0, so the model spends its capacity on what changes instead of re-drawing the scene
     (a 900-step pixel-space run still blurred the static scene: last-frame MAE 27.9 / 255).
+
+    With pool > 1 the latents are average-pooled pool x pool blocks (a fixed linear "VAE" with
+    spatial stride `pool`, decoded by nearest upsampling). Why: the DiT predicts v = eps - x0, so
+    every token must carry its patch's noise to the output through a per-token LayerNorm in the head;
+    with few channels per token relative to the width that is exact enough, with many it is not
+    (see experiments/train_toy.py for the measurements).
     """
     x = to_model_space(videos)
-    return x if space == "pixel" else 0.5 * (x - x[:, :, :1])
+    x = x if space == "pixel" else 0.5 * (x - x[:, :, :1])
+    return pool_frames(x, pool)
 
 
-def decode_latents(latents, first_frames, space: str = "delta") -> np.ndarray:
+def decode_latents(latents, first_frames, space: str = "delta", pool: int = 1) -> np.ndarray:
     """Inverse of `encode_videos`: float [B, 3, F, H, W] -> uint8 [B, F, H, W, 3] (clipped, rounded).
 
     first_frames: uint8 [B, H, W, 3] (only used by the "delta" space).
     """
     x = np.asarray(latents, np.float32)
+    if pool > 1:
+        x = np.repeat(np.repeat(x, pool, axis=3), pool, axis=4)
     if space == "delta":
         first = np.asarray(first_frames).astype(np.float32) / 127.5 - 1.0
         x = 2.0 * x + first.transpose(0, 3, 1, 2)[:, :, None]
     return from_model_space(x)
 
 
-def i2v_condition(first_frames, num_frames: int) -> jax.Array:
+def i2v_condition(first_frames, num_frames: int, pool: int = 1) -> jax.Array:
     """The pixel I2V conditioning y: uint8 [B, H, W, 3] first frames -> float32 [B, 7, F, H, W].
 
     Channels 0-3: ones on frame 0, zeros elsewhere; channels 4-6: the first frame in [-1, 1] on
     frame 0, zeros on frames 1..F-1.
     """
-    img = to_model_space(jnp.asarray(first_frames)[:, None])  # [B, 3, 1, H, W]
+    img = pool_frames(to_model_space(jnp.asarray(first_frames)[:, None]), pool)  # [B, 3, 1, H', W']
     b, _, _, h, w = img.shape
     pad = ((0, 0), (0, 0), (0, num_frames - 1), (0, 0), (0, 0))
     mask = jnp.pad(jnp.ones((b, MASK_CHANNELS, 1, h, w), jnp.float32), pad)
@@ -273,7 +293,7 @@ def prompt_embeddings(seed: int, num_prompts: int, text_len: int, text_dim: int)
     return rng.standard_normal((num_prompts, text_len, text_dim)).astype(np.float32)
 
 
-def toy_conditioning(first_frames, context, num_frames: int, cfg: bool = True):
+def toy_conditioning(first_frames, context, num_frames: int, cfg: bool = True, pool: int = 1):
     """A `Conditioning` for the sampler in the pixel I2V layout.
 
     Args:
@@ -293,8 +313,8 @@ def toy_conditioning(first_frames, context, num_frames: int, cfg: bool = True):
     return Conditioning(
         context=context,
         negative=jnp.zeros_like(context) if cfg else None,
-        y=i2v_condition(first_frames, num_frames),
-        latent_shape=(b, IMAGE_CHANNELS, num_frames, h, w),
+        y=i2v_condition(first_frames, num_frames, pool),
+        latent_shape=(b, IMAGE_CHANNELS, num_frames, h // pool, w // pool),
     )
 
 
@@ -393,9 +413,9 @@ def flow_matching_loss(params, module: WanDiT, config: TrainConfig, key, videos,
       float32 scalar: mean over all elements of (v_pred - (eps - x0))^2.
     """
     key_noise, key_time, key_drop = jax.random.split(key, 3)
-    x0 = encode_videos(videos, config.space)
+    x0 = encode_videos(videos, config.space, config.pool)
     b, f = x0.shape[0], x0.shape[2]
-    y = i2v_condition(first_frames, f)
+    y = i2v_condition(first_frames, f, config.pool)
     eps = jax.random.normal(key_noise, x0.shape, jnp.float32)
     s = sample_sigmas(key_time, b, config)
     xs = (1.0 - s[:, None, None, None, None]) * x0 + s[:, None, None, None, None] * eps
@@ -472,9 +492,10 @@ def _check_data(config: TrainConfig, videos, first_frames, prompt_ids):
     if prompt_ids.shape != (n,) or not np.issubdtype(prompt_ids.dtype, np.integer) or prompt_ids.min() < 0:
         raise ValueError(f"prompt_ids must be non-negative integers [N] = [{n}], got {prompt_ids.shape}")
     pt, ph, pw = config.model.patch_size
-    if f % pt or h % ph or w % pw:
+    k = config.pool
+    if h % k or w % k or f % pt or (h // k) % ph or (w // k) % pw:
         raise ValueError(
-            f"video grid (F, H, W) = {(f, h, w)} is not divisible by the patch size {(pt, ph, pw)}"
+            f"video grid (F, H, W) = {(f, h, w)} pooled by {k} is not divisible by the patch size {(pt, ph, pw)}"
         )
     return videos, first_frames, prompt_ids.astype(np.int32)
 
@@ -645,6 +666,7 @@ def export(
     f, h, w, _ = record["data"]["shape"]
     extra = {"step": int(state.step), "train_config": record["train_config"], "data": record["data"]}
     sampling = {"shift": config.time_shift, **(sampling or {})}
+    extra["pool"] = config.pool
     return save_toy(out_path, config.model, state.ema, table, (f, h, w), config.space, sampling, extra)
 
 

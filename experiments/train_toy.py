@@ -9,8 +9,17 @@ refused); `--export DIR` writes the EMA weights as a toy model folder when train
 
 The recipe (`Recipe`, defaults = the shipped model): `per_family` training cases of each family
 (seeds 0 .. per_family - 1, in-domain variants only; the evaluation cases use seeds >= 100000 and
-the held-out variants), a 6-layer dim-192 DiT with (1, 8, 8) patches on the "delta" latent space
-(`cosjax.train.encode_videos`), AdamW at 1e-3 with batch 32, EMA 0.995.
+the held-out variants), a 4-layer dim-128 DiT (4 heads) with (1, 4, 4) patches on the "delta" latent
+space (`cosjax.train.encode_videos`), uniform training noise levels (shift 1), AdamW at 1e-3 with
+batch 16 for 900 steps, EMA 0.995.
+
+Why these numbers (measured on the 2-core machine):
+  * a token must be able to carry its patch's noise: v = eps - x0 makes the DiT reproduce the input
+    noise, so dim must comfortably exceed channels x patch volume. (1, 8, 8) patches give 192 noise
+    values per token; at dim 192 a 300-step run kept an x0-hat error above the signal itself
+    (rms 0.15 vs 0.10) and every sampled video stayed speckled (frame-0 MAE 12-28 / 255 where the
+    delta target is exactly 0). (1, 4, 4) patches carry 48 values into dim 128.
+  * throughput: dim 128 / 4 layers / (1, 4, 4) at batch 16 runs 9.6 examples/s alone on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,19 +38,20 @@ class Recipe:
 
     families: tuple[str, ...] = ("maze", "move", "pattern")
     per_family: int = 4000
-    dim: int = 192
-    layers: int = 6
+    dim: int = 128
+    layers: int = 4
     heads: int = 4
-    patch: int = 8
-    steps: int = 1600
-    batch_size: int = 32
+    patch: int = 2
+    steps: int = 800
+    batch_size: int = 16
     lr: float = 1e-3
-    warmup: int = 100
+    warmup: int = 60
     ema_decay: float = 0.995
-    time_shift: float = 3.0
+    time_shift: float = 1.0
     space: str = "delta"
+    pool: int = 2
     seed: int = 0
-    checkpoint_every: int = 200
+    checkpoint_every: int = 150
 
     def train_config(self) -> TrainConfig:
         from cosjax.data.prompts import PROMPTS
@@ -58,6 +68,7 @@ class Recipe:
             ema_decay=self.ema_decay,
             time_shift=self.time_shift,
             space=self.space,
+            pool=self.pool,
             seed=self.seed,
             num_prompts=len(PROMPTS),
             checkpoint_every=self.checkpoint_every,

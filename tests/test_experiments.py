@@ -173,3 +173,15 @@ def test_cli_run_and_errors(toy, tmp_path, capsys):
     assert main(["run", "layer-energy", "--model", toy, "--out", str(tmp_path / "y"), "cases=two"]) == 2
     assert main(["run", "trajectory", "--model", toy, "--data", "cifar"]) == 2
     assert "unknown data source" in capsys.readouterr().err
+
+
+def test_demo_runs_the_three_experiments_and_reports(toy, tmp_path, capsys):
+    from experiments.demo import run_demo
+
+    results = run_demo(out=str(tmp_path / "demo"), cases=1, model=toy, progress=False)
+    assert set(results) == {"trajectory", "noise-perturbation", "ensemble"}
+    printed = capsys.readouterr().out
+    for heading in ("When does the answer appear?", "Noise at a step vs at a frame", "Ensemble vs plain"):
+        assert heading in printed
+    for name in results:
+        assert (tmp_path / "demo" / name / "results.json").exists()

@@ -1,0 +1,132 @@
+"""Chooses the toy model's default sampling preset by measurement, and records its reference check.
+
+    python -m experiments.toy_preset --model runs/toy-export            # sweep, print, pick
+    python -m experiments.toy_preset --model runs/toy-export --write     # also store in toy.json
+
+Sweep: every (steps, shift, guide_scale) of `GRID` samples `cases` validation cases per family
+(in-domain, seeds 50000 + i: disjoint from the training seeds 0..3999 and from the experiments'
+default seeds 1000+). The preset with the highest solved share wins; ties go to the higher mean
+score, then the lower last-frame error (mean |generated - ground truth| / 255), then fewer steps.
+`--write` stores the winner as the model's `sampling` and records a
+reference check in toy.json: the solved count on `REFERENCE_CASES` with that preset, which the test
+suite re-measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from cosjax.data.tasks import FAMILIES, generate
+from cosjax.subjects import ToySubject
+
+GRID = {"steps": (10, 20), "shift": (1.0, 3.0), "guide_scale": (1.0, 3.0)}
+VALIDATION_SEED0 = 50000
+REFERENCE_CASES = {"seed0": 70000, "per_family": 8}
+SUCCESS = 0.5
+
+
+def evaluate(subject: ToySubject, cases, settings: dict, key_seed: int = 0, batch: int = 32):
+    """(scores, last-frame MAEs / 255) of each case with `settings` (one key per batch of 32)."""
+    from cosjax.train import decode_latents, toy_conditioning
+
+    sample = jax.jit(subject.sampler(**settings))
+    cfg = max(subject.settings(**settings).guide_scale) != 1.0
+    scores, maes = [], []
+    for start in range(0, len(cases), batch):
+        chunk = cases[start : start + batch]
+        first = np.stack([c.first_frame for c in chunk])
+        ids = np.asarray([c.prompt_id for c in chunk])
+        cond = toy_conditioning(first, subject.table[ids], first_frames_count(subject), cfg, subject.pool)
+        latents = sample(cond, jax.random.fold_in(jax.random.key(key_seed), start)).latents
+        videos = decode_latents(latents, first, subject.space, subject.pool)
+        for c, v in zip(chunk, videos, strict=True):
+            scores.append(float(FAMILIES[c.family].score(c, v)))
+            maes.append(float(np.abs(v[-1].astype(np.float32) - c.video[-1]).mean()))
+    return scores, maes
+
+
+def solved(subject: ToySubject, cases, settings: dict) -> list[bool]:
+    """Whether each case is solved (score >= 0.5)."""
+    return [s >= SUCCESS for s in evaluate(subject, cases, settings)[0]]
+
+
+def first_frames_count(subject: ToySubject) -> int:
+    return int(subject.meta["video_shape"]["frames"])
+
+
+def reference_cases():
+    n, seed0 = REFERENCE_CASES["per_family"], REFERENCE_CASES["seed0"]
+    return [generate(name, seed0 + i) for name in sorted(FAMILIES) for i in range(n)]
+
+
+def reference_check(subject: ToySubject, settings: dict) -> dict:
+    """Solved count, mean score and mean last-frame error on `REFERENCE_CASES` with `settings`."""
+    scores, maes = evaluate(subject, reference_cases(), settings)
+    return {
+        **REFERENCE_CASES,
+        "settings": settings,
+        "solved": int(sum(x >= SUCCESS for x in scores)),
+        "of": len(scores),
+        "success": SUCCESS,
+        "mean_score": float(np.mean(scores)),
+        "last_frame_mae": float(np.mean(maes)),
+    }
+
+
+def sweep(model: str | None, cases: int) -> list[dict]:
+    subject = ToySubject(model)
+    val = [generate(name, VALIDATION_SEED0 + i) for name in sorted(FAMILIES) for i in range(cases)]
+    rows = []
+    for steps, shift, gs in itertools.product(*GRID.values()):
+        t0 = time.perf_counter()
+        scores, maes = evaluate(subject, val, {"steps": steps, "shift": shift, "guide_scale": gs})
+        ok = [x >= SUCCESS for x in scores]
+        per_family = {
+            name: float(np.mean([o for o, c in zip(ok, val, strict=True) if c.family == name]))
+            for name in sorted(FAMILIES)
+        }
+        row = {"steps": steps, "shift": shift, "guide_scale": gs, "solved": float(np.mean(ok)), **per_family}
+        row |= {"mean_score": float(np.mean(scores)), "last_frame_mae": float(np.mean(maes))}
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def best(rows: list[dict]) -> dict:
+    """Most solved; then the higher mean score, the lower last-frame error, fewer steps."""
+    return max(
+        rows, key=lambda r: (r["solved"], round(r["mean_score"], 3), -r["last_frame_mae"], -r["steps"])
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="toy model folder (default: the embedded model)")
+    parser.add_argument("--cases", type=int, default=16, help="validation cases per family")
+    parser.add_argument("--write", action="store_true", help="store the winner and the reference check")
+    args = parser.parse_args()
+    rows = sweep(args.model, args.cases)
+    win = best(rows)
+    print("best:", json.dumps(win))
+    if args.write:
+        subject = ToySubject(args.model)
+        settings = {k: win[k] for k in ("steps", "shift", "guide_scale")}
+        path = Path(subject.path) / "toy.json"
+        meta = json.loads(path.read_text())
+        meta["sampling"] = dict(meta["sampling"], **settings)
+        meta["preset_sweep"] = {"grid": GRID, "validation_cases_per_family": args.cases, "rows": rows}
+        meta["reference_check"] = reference_check(subject, settings)
+        path.write_text(json.dumps(meta))
+        print("reference check:", meta["reference_check"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The embedded toy model shipped in the package: it loads by default and reproduces its reference check."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from cosjax.subjects import EMBEDDED_MODEL, ToySubject
+from experiments.toy_preset import reference_check
+
+
+def test_embedded_model_is_small_and_loads_by_default():
+    size = sum(p.stat().st_size for p in EMBEDDED_MODEL.iterdir())
+    assert size < 16 * 2**20, f"embedded model is {size / 2**20:.1f} MiB"
+    subject = ToySubject()
+    assert subject.path == EMBEDDED_MODEL and subject.space == "delta" and subject.pool == 2
+    assert subject.table.shape[0] == 4  # one embedding per prompt of cosjax.data.prompts
+    n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(subject.dit.params))
+    assert n > 100_000
+
+
+def test_embedded_model_reproduces_its_reference_check():
+    """The 24 fixed cases (8 per family) give the recorded solved count (margin 2 cases), mean score
+    (margin 0.03) and last-frame error (margin 5%): other CPUs / XLA versions may round borderline
+    pixels differently, broken or different weights move these by far more."""
+    subject = ToySubject()
+    recorded = subject.meta["reference_check"]
+    got = reference_check(subject, recorded["settings"])
+    assert got["of"] == recorded["of"] == 24
+    assert abs(got["solved"] - recorded["solved"]) <= 2
+    assert abs(got["mean_score"] - recorded["mean_score"]) <= 0.03
+    assert abs(got["last_frame_mae"] - recorded["last_frame_mae"]) <= 0.05 * recorded["last_frame_mae"]
