@@ -495,7 +495,8 @@ def _check_data(config: TrainConfig, videos, first_frames, prompt_ids):
     k = config.pool
     if h % k or w % k or f % pt or (h // k) % ph or (w // k) % pw:
         raise ValueError(
-            f"video grid (F, H, W) = {(f, h, w)} pooled by {k} is not divisible by the patch size {(pt, ph, pw)}"
+            f"video grid (F, H, W) = {(f, h, w)} pooled by {k} is not divisible by the patch size "
+            f"{(pt, ph, pw)}"
         )
     return videos, first_frames, prompt_ids.astype(np.int32)
 
