@@ -2,8 +2,8 @@
 
     cosjax run latent-swap                                 # embedded model, move family
     cosjax run latent-swap --data toy:move cases=32 swap_steps=0,1,2,3,4
-    cosjax run latent-swap --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data cases=1 \
-        layers=0,10,20,30,39
+    cosjax run latent-swap --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data \\
+        cases=1 layers=0,10,20,30,39
 
 Each case A is paired with an alternative input B (`subject.alternative`: for the toy `move`
 family, the same scene with the other rule's prompt, so A and B ask for different target cells;

@@ -1,9 +1,9 @@
 """Layer energy (Fig. 6): per-token L2 energy of every block's output, per layer x latent frame.
 
-    cosjax run layer-energy                                # embedded model, 8 cases per toy family
+    cosjax run layer-energy                                # embedded model, 4 cases per toy family
     cosjax run layer-energy --data toy:maze energy_steps=0,5,10,19
-    cosjax run layer-energy --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data cases=1 \
-        layers=0,10,20,30,39
+    cosjax run layer-energy --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data \\
+        cases=1 layers=0,10,20,30,39
 
 Energy of a token = the L2 norm over channels of the residual stream after block l (conditional
 CFG branch, as the paper's hook keeps the first call), captured with `cosjax.capture(what="energy")`
