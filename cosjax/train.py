@@ -667,8 +667,9 @@ def export(
     f, h, w, _ = record["data"]["shape"]
     extra = {"step": int(state.step), "train_config": record["train_config"], "data": record["data"]}
     sampling = {"shift": config.time_shift, **(sampling or {})}
-    extra["pool"] = config.pool
-    return save_toy(out_path, config.model, state.ema, table, (f, h, w), config.space, sampling, extra)
+    return save_toy(
+        out_path, config.model, state.ema, table, (f, h, w), config.space, sampling, extra, config.pool
+    )
 
 
 def save_toy(
@@ -680,6 +681,7 @@ def save_toy(
     space: str = "delta",
     sampling: dict | None = None,
     extra: dict | None = None,
+    pool: int = 1,
 ) -> Path:
     """Writes a toy model folder (see `export`) from parameters; replaces `out_path` atomically.
 
@@ -692,6 +694,7 @@ def save_toy(
       sampling: recommended sampling settings (defaults: 20 Euler steps on the DiffSynth grid,
         shift 3, guidance 3).
       extra: more JSON-able metadata (training step, config, data fingerprint).
+      pool: the latents' spatial pooling factor (see `encode_videos`).
     """
     from flax import traverse_util
     from safetensors.numpy import save_file
@@ -706,6 +709,7 @@ def save_toy(
         "dit_config": model.to_dict(),
         "video_shape": {"frames": f, "height": h, "width": w, "channels": IMAGE_CHANNELS},
         "space": space,
+        "pool": pool,
         "layout": {
             "x": "float32 [B, 3, F, H, W]: encode_videos(video, space)",
             "y": "float32 [B, 7, F, H, W]: 4 mask channels (ones on frame 0) + first frame on frame 0",

@@ -162,30 +162,24 @@ def mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
-    """uint8 [F, H, W, 3] -> mp4 (H.264, written atomically)."""
+def save_mp4(setup: Setup, case_id: str, name: str, frames: np.ndarray, fps: int) -> None:
+    """Writes a case's uint8 [F, H, W, 3] video artifact (H.264, atomic; process 0 only)."""
+    from cosjax.data.vbvr_bench import write_video
+
+    if setup.folder.writes:
+        write_video(setup.folder.artifact(case_id, name), frames, fps=fps)
+
+
+def save_png(setup: Setup, case_id: str, name: str, image: np.ndarray) -> None:
+    """Writes a case's uint8 [H, W, 3] image artifact (atomic; process 0 only)."""
     import io
 
     import imageio.v3 as iio
 
-    frames = np.asarray(frames, np.uint8)
-    if frames.shape[1] % 2 or frames.shape[2] % 2:  # H.264 needs even sizes
-        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)))
-    buffer = io.BytesIO()
-    iio.imwrite(buffer, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
-    write_atomic(path, buffer.getvalue())
-    return path
-
-
-def write_png(path: Path, image: np.ndarray) -> Path:
-    import io
-
-    import imageio.v3 as iio
-
-    buffer = io.BytesIO()
-    iio.imwrite(buffer, np.asarray(image, np.uint8), extension=".png")
-    write_atomic(path, buffer.getvalue())
-    return path
+    if setup.folder.writes:
+        buffer = io.BytesIO()
+        iio.imwrite(buffer, np.asarray(image, np.uint8), extension=".png")
+        write_atomic(setup.folder.artifact(case_id, name), buffer.getvalue())
 
 
 def group_means(rows: Sequence[dict], field: str) -> dict[str, float | None]:

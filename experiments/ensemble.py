@@ -72,7 +72,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                 "plain_score": setup.subject.score(case, video_plain[b]),
                 "ensemble_score": setup.subject.score(case, video_ens[b]),
             }
-            if setup.subject.kind != "toy":
+            if setup.subject.kind != "toy" and setup.folder.writes:
                 for arm, videos in (("plain", video_plain), ("ensemble", video_ens)):
                     path = setup.subject.write_output(setup.folder.out / "videos" / arm, case, videos[b])
                     record[f"{arm}_video"] = str(path)

@@ -75,19 +75,20 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             return jax.vmap(lambda x: patchify(x, patch))(x0)
         return result.trace.hidden[:, 0, :batch]  # conditional branch: first B rows
 
-    def dissimilarity(cond, key, p):
-        batch = cond.latent_shape[0]
-        clean = features(traced(cond, key), batch)
-        moved = features(noise_at_step(traced, p)(cond, key), batch)
-        cka = jax.vmap(jax.vmap(linear_cka))(clean, moved)  # [S, B]
-        return 1.0 - cka
+    def clean_features(cond, key):
+        return features(traced(cond, key), cond.latent_shape[0])
 
-    run_p = jax.jit(dissimilarity)
+    def dissimilarity(cond, key, p, clean):
+        moved = features(noise_at_step(traced, p)(cond, key), cond.latent_shape[0])
+        return 1.0 - jax.vmap(jax.vmap(linear_cka))(clean, moved)  # [S, B]
+
+    run_clean, run_p = jax.jit(clean_features), jax.jit(dissimilarity)
 
     def compute(ids):
         cases = [setup.by_id[i] for i in ids]
         cond, key = common.condition(setup, cases), common.batch_key(setup, cases)
-        d = np.stack([np.asarray(run_p(cond, key, jnp.int32(p))) for p in perturb])  # [P, S, B]
+        clean = run_clean(cond, key)  # [S, B, tokens, features], shared by every p
+        d = np.stack([np.asarray(run_p(cond, key, jnp.int32(p), clean)) for p in perturb])  # [P, S, B]
         return [
             {**common.case_fields(case), "perturb_steps": perturb, "dissimilarity": d[:, :, b].tolist()}
             for b, case in enumerate(cases)

@@ -65,7 +65,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             for si, step in enumerate(steps):
                 tiles = heatmap(energy[si, :, b])  # [K, f, h, w, 3], each panel its own min-max
                 image = grid(upscale(tiles, config.panel_scale))
-                common.write_png(setup.folder.artifact(case.id, f"energy_step{step:03d}.png"), image)
+                common.save_png(setup, case.id, f"energy_step{step:03d}.png", image)
                 setup.writer.image(f"energy/{case.id}/step{step:03d}", image, index[case.id])
             records.append(
                 {

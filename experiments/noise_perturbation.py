@@ -58,6 +58,8 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
         ref_scores = common.score_videos(setup, cases, ref)
         step_videos = [decode(at_step(cond, key, s)) for s in range(steps)]
         frame_videos = [decode(at_frame(cond, key, f)) for f in range(frames)]
+        step_agree = np.stack([common.frame_agreement(v, ref) for v in step_videos], axis=1)  # [B, S]
+        frame_agree = np.stack([common.frame_agreement(v, ref) for v in frame_videos], axis=1)  # [B, T]
         records = []
         for b, case in enumerate(cases):
             records.append(
@@ -66,12 +68,8 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                     "clean_score": ref_scores[b],
                     "step_scores": [setup.subject.score(case, v[b]) for v in step_videos],
                     "frame_scores": [setup.subject.score(case, v[b]) for v in frame_videos],
-                    "step_agreement": [
-                        float(common.frame_agreement(v[b : b + 1], ref[b : b + 1])[0]) for v in step_videos
-                    ],
-                    "frame_agreement": [
-                        float(common.frame_agreement(v[b : b + 1], ref[b : b + 1])[0]) for v in frame_videos
-                    ],
+                    "step_agreement": step_agree[b].tolist(),
+                    "frame_agreement": frame_agree[b].tolist(),
                 }
             )
         return records

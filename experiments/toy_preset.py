@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from cosjax.data.tasks import FAMILIES, generate
-from cosjax.subjects import ToySubject
+from cosjax.subjects import CaseRef, ToySubject
 
 GRID = {"steps": (10, 20), "shift": (1.0, 3.0), "guide_scale": (1.0, 3.0)}
 VALIDATION_SEED0 = 50000
@@ -33,32 +33,24 @@ SUCCESS = 0.5
 
 
 def evaluate(subject: ToySubject, cases, settings: dict, key_seed: int = 0, batch: int = 32):
-    """(scores, last-frame MAEs / 255) of each case with `settings` (one key per batch of 32)."""
-    from cosjax.train import decode_latents, toy_conditioning
-
+    """(scores, last-frame MAEs / 255) of `cosjax.data` cases with `settings` (one key per batch)."""
     sample = jax.jit(subject.sampler(**settings))
-    cfg = max(subject.settings(**settings).guide_scale) != 1.0
+    resolved = subject.settings(**settings)
+    refs = [CaseRef(f"{c.family}-{c.seed}", c.family, "in_domain", c.family, c) for c in cases]
     scores, maes = [], []
-    for start in range(0, len(cases), batch):
-        chunk = cases[start : start + batch]
-        first = np.stack([c.first_frame for c in chunk])
-        ids = np.asarray([c.prompt_id for c in chunk])
-        cond = toy_conditioning(first, subject.table[ids], first_frames_count(subject), cfg, subject.pool)
+    for start in range(0, len(refs), batch):
+        chunk = refs[start : start + batch]
+        cond = subject.condition(chunk, resolved)
         latents = sample(cond, jax.random.fold_in(jax.random.key(key_seed), start)).latents
-        videos = decode_latents(latents, first, subject.space, subject.pool)
-        for c, v in zip(chunk, videos, strict=True):
-            scores.append(float(FAMILIES[c.family].score(c, v)))
-            maes.append(float(np.abs(v[-1].astype(np.float32) - c.video[-1]).mean()))
+        for ref, video in zip(chunk, subject.decode(latents, chunk), strict=True):
+            scores.append(subject.score(ref, video))
+            maes.append(float(np.abs(video[-1].astype(np.float32) - ref.source.video[-1]).mean()))
     return scores, maes
 
 
 def solved(subject: ToySubject, cases, settings: dict) -> list[bool]:
     """Whether each case is solved (score >= 0.5)."""
     return [s >= SUCCESS for s in evaluate(subject, cases, settings)[0]]
-
-
-def first_frames_count(subject: ToySubject) -> int:
-    return int(subject.meta["video_shape"]["frames"])
 
 
 def reference_cases():

@@ -69,12 +69,9 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             scores = [setup.subject.score(case, x0_videos[b, s]) for s in range(steps)]
             final_score = setup.subject.score(case, final[b])
             grid = upscale(step_frame_grid(x0_videos[b, shown]), config.upscale)
-            folder = setup.folder
-            common.write_png(folder.artifact(case.id, "grid.png"), grid)
-            common.write_mp4(
-                folder.artifact(case.id, "x0.mp4"), x0_videos[b, shown].reshape(-1, *final.shape[2:]), 4
-            )
-            common.write_mp4(folder.artifact(case.id, "final.mp4"), final[b], setup.subject.fps)
+            common.save_png(setup, case.id, "grid.png", grid)
+            common.save_mp4(setup, case.id, "x0.mp4", x0_videos[b, shown].reshape(-1, *final.shape[2:]), 4)
+            common.save_mp4(setup, case.id, "final.mp4", final[b], setup.subject.fps)
             setup.writer.image(f"trajectory/{case.group}/{case.id}", grid, index[case.id])
             setup.writer.video(f"final/{case.group}/{case.id}", final[b], index[case.id])
             records.append(
