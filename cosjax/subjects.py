@@ -77,6 +77,8 @@ class ToySubject:
         self.dit, self.meta, self.table = load_toy(self.path)
         self.space = self.meta.get("space", "pixel")
         self.pool = int(self.meta.get("pool", 1))
+        self.stride = int(self.meta.get("stride", 1))
+        self.scale = float(self.meta.get("scale", 1.0))
         self.defaults = dict(self.meta["sampling"])
 
     @property
@@ -131,12 +133,12 @@ class ToySubject:
         return out
 
     def condition(self, cases: Sequence[CaseRef], settings: SamplerSettings) -> Conditioning:
-        """A batch of cases -> Conditioning with latent_shape (B, 3, F, 32, 32)."""
-        from cosjax.train import toy_conditioning
+        """A batch of cases -> Conditioning with latent_shape (B, 3, F', H', W') (see `encode_videos`)."""
+        from cosjax.train import latent_frames, toy_conditioning
 
         first = np.stack([c.source.first_frame for c in cases])
         ids = np.asarray([c.source.prompt_id for c in cases])
-        frames = int(self.meta["video_shape"]["frames"])
+        frames = latent_frames(int(self.meta["video_shape"]["frames"]), self.stride)
         return toy_conditioning(first, self.table[ids], frames, cfg=self.cfg(settings), pool=self.pool)
 
     def alternative(self, case: CaseRef) -> CaseRef:
@@ -160,11 +162,11 @@ class ToySubject:
         return dataclasses.replace(case, id=case.id + "-alt", source=nxt)
 
     def decode(self, latents, cases: Sequence[CaseRef]) -> np.ndarray:
-        """float32 [B, 3, F, H, W] latents -> uint8 videos [B, F, H, W, 3]."""
+        """float32 [B, 3, F', H', W'] latents -> uint8 videos [B, F, H, W, 3]."""
         from cosjax.train import decode_latents
 
         first = np.stack([c.source.first_frame for c in cases])
-        return decode_latents(latents, first, self.space, self.pool)
+        return decode_latents(latents, first, self.space, self.pool, self.stride, self.scale)
 
     def score(self, case: CaseRef, video: np.ndarray) -> float | None:
         """The family's rule-based score in [0, 1] of a uint8 video [F, H, W, 3]."""

@@ -5,13 +5,16 @@ checkpoints, tiny config, optax, Orbax checkpoints, TensorBoard logging, exact r
 
 Latent layout (what the DiT and the sampler see; `encode_videos` / `decode_latents`):
   * videos are uint8 [N, F, H, W, 3] (F = 9, H = W = 32 for the toy tasks); x = video / 127.5 - 1
-    in [-1, 1], channels-first [B, 3, F, H, W]; no temporal compression (a latent frame is a frame).
+    in [-1, 1], channels-first [B, 3, F, H, W].
   * space "pixel": x itself; space "delta" (default): (x - x[:, :, :1]) / 2, the change from the
     first frame, exactly 0 wherever nothing moves.
-  * pool k: the latents are average-pooled k x k (a fixed linear "VAE" with spatial stride k,
-    decoded by nearest upsampling); the shipped recipe uses k = 2 (16 x 16 latents) with Wan's own
-    (1, 2, 2) patches: 9 x 8 x 8 = 576 tokens of 12 noise values each.
-  * I2V conditioning `y` [B, 7, F, H', W'] (same structure as Wan's 4 mask + image-latent channels):
+  * pool k / stride t / scale c: the latents are average-pooled k x k, only the keyframes
+    0, t, 2t, ... are kept (t = 4 is Wan's VAE geometry: 9 frames -> 3 latent frames) and the result
+    is multiplied by c (the counterpart of the Wan VAE's latent normalisation); a fixed linear "VAE",
+    decoded by nearest upsampling and linear interpolation between keyframes. The shipped recipe
+    (experiments/train_toy.py) uses k = 2, t = 4, c = 4 with (1, 4, 4) patches: 3 x 4 x 4 = 48 tokens,
+    one per 8 x 8-pixel cell, 48 noise values each.
+  * I2V conditioning `y` [B, 7, F', H', W'] (same structure as Wan's 4 mask + image-latent channels):
     channels 0-3 the mask, ones on frame 0 and zeros elsewhere (Wan's 4 mask channels stand for the
     4 video frames packed in one latent frame; here all 4 are the same frame-0 mask, kept so the
     channel structure matches the real I2V models); channels 4-6 the (pooled) first frame in [-1, 1]
@@ -25,11 +28,12 @@ closed set of ids; fixed vectors keep the export simple (the sampler's `context`
 and cannot collapse onto the CFG null. The null / negative prompt is the all-zeros context.
 
 Loss: rectified flow matching as Wan: x_s = (1 - s) x0 + s eps, target v = eps - x0, the DiT gets
-t = 1000 s. s is "shifted uniform" by default: u ~ U(0, 1), s = shift u / (1 + (shift - 1) u), the
-same shift map as the sampler's sigma grids (`cosjax.sampling.schedules`), shift 3 by default (more
-weight on high noise, where the toy's content -- where the object goes -- is decided); sample with
-the same shift. `time_sampling="logit_normal"` draws u = sigmoid(N(0, 1)) (SD3) before the shift.
-The MSE covers all frames, frame 0 included (the sampler denoises frame 0 too; the model learns to
+t = 1000 s; elements where x0 != 0 weigh `change_weight` (see `flow_matching_loss`). s is
+"shifted uniform" by default: u ~ U(0, 1), s = shift u / (1 + (shift - 1) u), the same shift map as
+the sampler's sigma grids (`cosjax.sampling.schedules`), shift 3 by default (more weight on high
+noise, where the toy's content -- where the object goes -- is decided; the shipped recipe uses 4);
+sample with the same shift. `time_sampling="logit_normal"` draws u = sigmoid(N(0, 1)) (SD3) before
+the shift. The MSE covers all frames, frame 0 included (the sampler denoises frame 0 too; the model learns to
 copy it from y).
 
 CFG: the prompt is dropped (context set to zeros) with probability `p_uncond` (0.1) per example;
@@ -132,6 +136,10 @@ class TrainConfig:
       space: "delta" (default) models (video - first frame) / 2, "pixel" the video itself; see
         `encode_videos`.
       pool: spatial average-pooling factor of the latents (1 = full resolution; see `encode_videos`).
+      stride: temporal stride of the latents: keyframes 0, stride, 2 stride, ... (see `encode_videos`).
+      scale: the latents are multiplied by this (see `encode_videos`).
+      change_weight: loss weight of latent elements where the target x0 is non-zero (in the delta
+        space: what the video changes), relative to 1 elsewhere; see `flow_matching_loss`.
       num_prompts: size of the prompt-embedding table; None = max(prompt_ids) + 1.
       checkpoint_every: save an Orbax checkpoint every this many steps (and at the end).
       log_every: TensorBoard / progress-bar interval in steps.
@@ -154,6 +162,9 @@ class TrainConfig:
     time_shift: float = 3.0
     space: Literal["pixel", "delta"] = "delta"
     pool: int = 1
+    stride: int = 1
+    scale: float = 1.0
+    change_weight: float = 1.0
     num_prompts: int | None = None
     checkpoint_every: int = 500
     log_every: int = 10
@@ -171,8 +182,10 @@ class TrainConfig:
             )
         if self.space not in ("pixel", "delta"):
             raise ValueError(f"space must be 'pixel' or 'delta', got {self.space!r}")
-        if self.pool < 1:
-            raise ValueError(f"pool must be >= 1, got {self.pool}")
+        if self.pool < 1 or self.stride < 1 or not self.scale > 0:
+            raise ValueError(
+                f"pool and stride must be >= 1 and scale > 0, got {self.pool}, {self.stride}, {self.scale}"
+            )
         if self.time_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"time_sampling must be 'uniform' or 'logit_normal', got {self.time_sampling!r}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
@@ -241,31 +254,52 @@ def pool_frames(x, pool: int) -> jax.Array:
     return jnp.asarray(x).reshape(b, c, f, h // pool, pool, w // pool, pool).mean((4, 6))
 
 
-def encode_videos(videos, space: str = "delta", pool: int = 1) -> jax.Array:
-    """uint8 [B, F, H, W, 3] videos -> the toy's latents, float32 [B, 3, F, H / pool, W / pool].
+def latent_frames(frames: int, stride: int = 1) -> int:
+    """Latent frames of a `frames`-frame video at temporal stride `stride` ((frames - 1) % stride == 0)."""
+    if frames < 1 or (frames - 1) % stride:
+        raise ValueError(f"{frames} frames cannot be strided by {stride}: need frames = {stride} k + 1")
+    return (frames - 1) // stride + 1
+
+
+def encode_videos(
+    videos, space: str = "delta", pool: int = 1, stride: int = 1, scale: float = 1.0
+) -> jax.Array:
+    """uint8 [B, F, H, W, 3] videos -> the toy's latents, float32 [B, 3, F', H / pool, W / pool].
 
     "pixel": `to_model_space`. "delta": (x - x[:, :, :1]) / 2, the change from the first frame in
     [-1, 1]. The delta space is the toy's stand-in for a VAE: everything the prompt does not move is
     exactly 0, so the model spends its capacity on what changes instead of re-drawing the scene
     (a 900-step pixel-space run still blurred the static scene: last-frame MAE 27.9 / 255).
 
-    With pool > 1 the latents are average-pooled pool x pool blocks (a fixed linear "VAE" with
-    spatial stride `pool`, decoded by nearest upsampling). Why: the DiT predicts v = eps - x0, so
-    every token must carry its patch's noise to the output through a per-token LayerNorm in the head;
-    with few channels per token relative to the width that is exact enough, with many it is not
-    (see experiments/train_toy.py for the measurements).
+    With pool > 1 the latents are average-pooled pool x pool blocks; with stride > 1 only the
+    keyframes 0, stride, 2 stride, ... are kept (F' = (F - 1) / stride + 1, Wan's VAE geometry for
+    stride 4: 9 frames -> 3 latent frames). Together a fixed linear "VAE", decoded by nearest
+    upsampling and linear interpolation between keyframes. `scale` multiplies the result, the toy's
+    counterpart of the Wan VAE's latent normalisation: the delta of a sparse scene has rms ~0.1, so
+    unscaled nearly every noise level hides it (see experiments/train_toy.py for the measurements).
     """
     x = to_model_space(videos)
+    latent_frames(x.shape[2], stride)
     x = x if space == "pixel" else 0.5 * (x - x[:, :, :1])
-    return pool_frames(x, pool)
+    return scale * pool_frames(x[:, :, ::stride], pool)
 
 
-def decode_latents(latents, first_frames, space: str = "delta", pool: int = 1) -> np.ndarray:
-    """Inverse of `encode_videos`: float [B, 3, F, H, W] -> uint8 [B, F, H, W, 3] (clipped, rounded).
+def decode_latents(
+    latents, first_frames, space: str = "delta", pool: int = 1, stride: int = 1, scale: float = 1.0
+) -> np.ndarray:
+    """Inverse of `encode_videos`: float [B, 3, F', H', W'] -> uint8 [B, (F' - 1) stride + 1, H, W, 3].
 
-    first_frames: uint8 [B, H, W, 3] (only used by the "delta" space).
+    first_frames: uint8 [B, H, W, 3] (only used by the "delta" space). Frames between keyframes are
+    linear interpolations; the keyframes themselves (the last one included) round-trip exactly.
     """
-    x = np.asarray(latents, np.float32)
+    x = np.asarray(latents, np.float32) / scale
+    if stride > 1:
+        f = x.shape[2]
+        pos = np.arange((f - 1) * stride + 1) / stride
+        lo = np.minimum(np.floor(pos).astype(int), f - 1)
+        hi = np.minimum(lo + 1, f - 1)
+        w = (pos - lo).astype(np.float32)[None, None, :, None, None]
+        x = (1.0 - w) * x[:, :, lo] + w * x[:, :, hi]
     if pool > 1:
         x = np.repeat(np.repeat(x, pool, axis=3), pool, axis=4)
     if space == "delta":
@@ -410,10 +444,15 @@ def flow_matching_loss(params, module: WanDiT, config: TrainConfig, key, videos,
       context: float32 [B, L_txt, text_dim] prompt embeddings (before dropout).
 
     Returns:
-      float32 scalar: mean over all elements of (v_pred - (eps - x0))^2.
+      float32 scalar: mean over all elements of w (v_pred - (eps - x0))^2, w = change_weight where
+      x0 != 0, else 1. Why a weight: in the delta space 2-16 % of the elements change, and at high noise
+      (where the model must infer the answer from the first frame alone) their error is all the
+      signal the task gives; unweighted it drowns in the noise-reproduction error of the static rest.
+      The weight tilts an uncertain prediction towards "something changes here", which sampling
+      then sharpens; 1 restores the plain rectified-flow loss.
     """
     key_noise, key_time, key_drop = jax.random.split(key, 3)
-    x0 = encode_videos(videos, config.space, config.pool)
+    x0 = encode_videos(videos, config.space, config.pool, config.stride, config.scale)
     b, f = x0.shape[0], x0.shape[2]
     y = i2v_condition(first_frames, f, config.pool)
     eps = jax.random.normal(key_noise, x0.shape, jnp.float32)
@@ -422,7 +461,8 @@ def flow_matching_loss(params, module: WanDiT, config: TrainConfig, key, videos,
     drop = jax.random.uniform(key_drop, (b,)) < config.p_uncond
     context = jnp.where(drop[:, None, None], 0.0, context)
     v = module.apply({"params": params}, xs, 1000.0 * s, context, y)
-    return jnp.mean(jnp.square(v - (eps - x0)))
+    weight = jnp.where(x0 != 0, config.change_weight, 1.0)
+    return jnp.mean(weight * jnp.square(v - (eps - x0)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -493,6 +533,7 @@ def _check_data(config: TrainConfig, videos, first_frames, prompt_ids):
         raise ValueError(f"prompt_ids must be non-negative integers [N] = [{n}], got {prompt_ids.shape}")
     pt, ph, pw = config.model.patch_size
     k = config.pool
+    f = latent_frames(f, config.stride)
     if h % k or w % k or f % pt or (h // k) % ph or (w // k) % pw:
         raise ValueError(
             f"video grid (F, H, W) = {(f, h, w)} pooled by {k} is not divisible by the patch size "
@@ -667,9 +708,8 @@ def export(
     f, h, w, _ = record["data"]["shape"]
     extra = {"step": int(state.step), "train_config": record["train_config"], "data": record["data"]}
     sampling = {"shift": config.time_shift, **(sampling or {})}
-    return save_toy(
-        out_path, config.model, state.ema, table, (f, h, w), config.space, sampling, extra, config.pool
-    )
+    latent = {"space": config.space, "pool": config.pool, "stride": config.stride, "scale": config.scale}
+    return save_toy(out_path, config.model, state.ema, table, (f, h, w), sampling, extra, **latent)
 
 
 def save_toy(
@@ -678,10 +718,13 @@ def save_toy(
     params: Params,
     table: np.ndarray,
     video_shape: tuple[int, int, int],
-    space: str = "delta",
     sampling: dict | None = None,
     extra: dict | None = None,
+    *,
+    space: str = "delta",
     pool: int = 1,
+    stride: int = 1,
+    scale: float = 1.0,
 ) -> Path:
     """Writes a toy model folder (see `export`) from parameters; replaces `out_path` atomically.
 
@@ -690,11 +733,10 @@ def save_toy(
       params: its parameter tree (cast to float32).
       table: float32 [num_prompts, text_len, text_dim] prompt embeddings.
       video_shape: (frames, height, width) the model generates.
-      space: "delta" or "pixel" (see `encode_videos`).
       sampling: recommended sampling settings (defaults: 20 Euler steps on the DiffSynth grid,
         shift 3, guidance 3).
       extra: more JSON-able metadata (training step, config, data fingerprint).
-      pool: the latents' spatial pooling factor (see `encode_videos`).
+      space, pool, stride, scale: the latent space (see `encode_videos`).
     """
     from flax import traverse_util
     from safetensors.numpy import save_file
@@ -710,9 +752,11 @@ def save_toy(
         "video_shape": {"frames": f, "height": h, "width": w, "channels": IMAGE_CHANNELS},
         "space": space,
         "pool": pool,
+        "stride": stride,
+        "scale": scale,
         "layout": {
-            "x": "float32 [B, 3, F, H, W]: encode_videos(video, space)",
-            "y": "float32 [B, 7, F, H, W]: 4 mask channels (ones on frame 0) + first frame on frame 0",
+            "x": "float32 [B, 3, F', H', W']: encode_videos(video, space, pool, stride, scale)",
+            "y": "float32 [B, 7, F', H', W']: 4 mask channels (ones on frame 0) + first frame on frame 0",
             "context": "prompt_embeddings[prompt_id]: float32 [B, text_len, text_dim]",
             "negative": "zeros like context (the CFG null used in training)",
         },

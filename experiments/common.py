@@ -28,7 +28,8 @@ class BaseConfig:
       data: "toy" (all families), "toy:move,maze", "toy:move@held_out", "toy:@both", or
         "vbvr-bench:PATH".
       cases: cases per task (toy: per family and split; VBVR: None = all samples).
-      seed0: first toy case seed (toy cases are `generate(family, seed0 + i)`).
+      seed0: first toy case seed (toy cases are `generate(family, seed0 + i)`; the embedded model
+        trained on seeds 0 .. 39999).
       seed: sampling seed; case c starts from N(0, I) drawn with fold_in(key(seed), crc32(c.id)).
       steps, shift, guide_scale, solver: sampler overrides (None = the model's recommended settings).
       batch_size: cases sampled together (fixed slices of the case list, see `cosjax.runs`).
@@ -36,7 +37,7 @@ class BaseConfig:
 
     data: str = "toy"
     cases: int | None = 8
-    seed0: int = 1000
+    seed0: int = 100_000
     seed: int = 1
     steps: int | None = None
     shift: float | None = None

@@ -17,8 +17,10 @@ Protocol choices (the paper leaves them open, see paper-and-vbvr.md 1.4):
 Outcome measures per run: the task score of the final video (where the subject has a scorer) and
 the final-frame agreement with the clean run, 1 - mean |last - clean last| / 255 (always). Curves:
 mean score drop (clean - perturbed) per step and per frame; TensorBoard scalars `drop_step/*`
-(x axis = step) and `drop_frame/*` (x axis = frame). The same compiled program serves every step
-and every frame (the index is a traced argument).
+(x axis = step) and `drop_frame/*` (x axis = frame). Reading the frame curve: the toy scorers read
+the last frame, so noise on the last latent frame destroys the scored output by construction; the
+informative entries are the other frames (does the answer depend on them?). The same compiled
+program serves every step and every frame (the index is a traced argument).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
     python -m experiments.toy_preset --model runs/toy-export --write     # also store in toy.json
 
 Sweep: every (steps, shift, guide_scale) of `GRID` samples `cases` validation cases per family
-(in-domain, seeds 50000 + i: disjoint from the training seeds 0..3999 and from the experiments'
-default seeds 1000+). The preset with the highest solved share wins; ties go to the higher mean
+(in-domain, seeds 50000 + i: disjoint from the training seeds 0..39999 and from the experiments'
+default seeds 100000+). The preset with the highest solved share wins; ties go to the higher mean
 score, then the lower last-frame error (mean |generated - ground truth| / 255), then fewer steps.
 `--write` stores the winner as the model's `sampling` and records a
 reference check in toy.json: the solved count on `REFERENCE_CASES` with that preset, which the test
@@ -26,9 +26,9 @@ import numpy as np
 from cosjax.data.tasks import FAMILIES, generate
 from cosjax.subjects import CaseRef, ToySubject
 
-GRID = {"steps": (10, 20), "shift": (1.0, 3.0), "guide_scale": (1.0, 3.0)}
+GRID = {"steps": (10, 20), "shift": (1.0, 4.0), "guide_scale": (1.0, 3.0)}
 VALIDATION_SEED0 = 50000
-REFERENCE_CASES = {"seed0": 70000, "per_family": 8}
+REFERENCE_CASES = {"seed0": 70000, "per_family": 16}
 SUCCESS = 0.5
 
 

@@ -52,9 +52,9 @@ def test_trajectory(toy, tmp_path):
     assert len(res["cases"]) == 3  # one per family
     for case in res["cases"]:
         assert len(case["x0_scores"]) == STEPS and case["case"] in {
-            "maze-in-01000",
-            "move-in-01000",
-            "pattern-in-01000",
+            "maze-in-100000",
+            "move-in-100000",
+            "pattern-in-100000",
         }
         grid = __import__("imageio.v3").v3.imread(out / "cases" / case["case"] / "grid.png")
         assert grid.shape == (STEPS * 33 * 4, 9 * 33 * 4, 3)  # rows = steps, columns = frames, x4
@@ -99,7 +99,7 @@ def test_layer_energy(toy, tmp_path):
     summary = run("layer-energy", toy, out, data="toy:pattern", energy_steps=(0, 2))
     energy = np.asarray(summary["mean_energy"])
     assert energy.shape == (2, 2) and np.all(energy > 0)
-    image = __import__("imageio.v3").v3.imread(out / "cases" / "pattern-in-01000" / "energy_step002.png")
+    image = __import__("imageio.v3").v3.imread(out / "cases" / "pattern-in-100000" / "energy_step002.png")
     assert image.shape == (2 * (4 * 8 + 1), 9 * (4 * 8 + 1), 3)  # rows = layers, columns = latent frames
     acc = events(out / "tb")
     assert [e.step for e in acc.Scalars("mean_energy/step002")] == [0, 1]

@@ -113,11 +113,13 @@ def _size(shape) -> int:
 def test_checkpoint_saved_on_one_mesh_restores_sharded_onto_another(mesh):
     """Saved from fsdp=4 x tensor=2, restored straight into `mesh`'s shardings. On CPU the devices
     live in host memory, so the restore's own host overhead is the peak growth minus the restored
-    shards' bytes; it must stay under one expert's size (no host-side gather of the whole model)."""
+    shards' bytes. Reading the shards costs up to one expert's size in transient buffers (measured
+    0.96-1.04x on fsdp=8, varying with allocator timing); gathering the whole model on the host
+    on top of that would reach 2x, so the bound is 1.5x."""
     result = _run("restore", mesh)
     print(mesh, result)
     assert result["same_values"] and result["same_shardings"]
-    assert result["overhead"] < result["expert_bytes"]
+    assert result["overhead"] < 1.5 * result["expert_bytes"]
 
 
 def test_two_processes_over_loopback(tmp_path):

@@ -97,7 +97,14 @@ def test_maze_scorer_rejects_wrong_paths():
         flood = case.final_frame.copy()
         for cell in off:
             maze.GRID.paint(flood, *cell, maze.PATH)
+        for a, b in maze.LINKS:  # and every wall crossing: the whole maze painted
+            flood[maze.link_box(a, b)] = maze.PATH
         assert maze.score(case, with_last(case, flood)) <= 0.3
+        crossing = case.final_frame.copy()  # the true path plus one crossing through a closed wall
+        right, down = (np.asarray(case.solution[k]) for k in ("right", "down"))
+        closed = next((a, b) for a, b in maze.LINKS if not maze._open(right, down, a, b))
+        crossing[maze.link_box(*closed)] = maze.PATH
+        assert maze.score(case, with_last(case, crossing)) < 1.0
         half = case.video[D.FRAMES // 2]
         assert 0.2 <= maze.score(case, with_last(case, half)) <= 0.8
 
@@ -131,7 +138,7 @@ def test_pattern_scorer_rejects_wrong_colours():
 def test_held_out_is_out_of_distribution():
     """Over 200 seeds, a property marks every held-out case and no in-domain case."""
     properties = {
-        "maze": lambda c: c.solution["moves"] >= 12,
+        "maze": lambda c: c.solution["moves"] >= maze.HELD_OUT_MOVES[0],
         "move": lambda c: move.quadrant(c.solution["target"]) == move.HELD_QUADRANT[c.solution["colour"]],
         "pattern": lambda c: 4 in c.solution["periods"],
     }

@@ -1,9 +1,11 @@
 """Maze: draw the shortest path from the green start cell to the red goal cell.
 
-A perfect 6x6 maze (recursive backtracker, so the shortest path is the only path) on a 5-pixel
-lattice: 1-pixel black walls, 4x4-pixel white cells. The video extends the blue path one move at a
-time (frame k shows the first round(k * moves / 8) moves); the last frame shows the whole path.
-In-domain paths take 4..10 moves; held-out paths take 12 or more, a length never seen in training.
+A perfect 4x4 maze (recursive backtracker, so the shortest path is the only path) on an 8-pixel
+lattice: 1-pixel black walls (the outer right and bottom walls on the frame's last row and column),
+4x4-pixel markers in the middle of each cell. The video extends the blue path one move at a time
+(frame k shows the first round(k * moves / 8) moves); the last frame shows the whole path.
+In-domain paths take 3..6 moves; held-out paths take 8 or more, a length never seen in training.
+One cell is one 8x8-pixel token of the embedded model (pool 2, (1, 4, 4) patches).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from cosjax.data.prompts import MAZE, prompt_id
 from cosjax.data.render import BLACK, BLUE, GREEN, RED, WHITE, Grid, blank, classify, last_frame
 
 NAME = "maze"
-N = 6  # cells per side
-PITCH = 5
-GRID = Grid(rows=N, cols=N, pitch=(PITCH, PITCH), fill=(1, 1, 4, 4), core=(2, 2, 2, 2))
+N = 4  # cells per side
+PITCH = 8
+GRID = Grid(rows=N, cols=N, pitch=(PITCH, PITCH), fill=(2, 2, 4, 4), core=(3, 3, 2, 2))
 PATH = BLUE
 PALETTE = (WHITE, BLACK, PATH, GREEN, RED)
-IN_DOMAIN_MOVES = (4, 10)
-HELD_OUT_MOVES = (12, N * N)
+IN_DOMAIN_MOVES = (3, 6)
+HELD_OUT_MOVES = (8, N * N)
 STEPS = ((0, 1), (1, 0), (0, -1), (-1, 0))
 
 
@@ -82,25 +84,27 @@ def _path(parent: dict, goal: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 def render(right, down, path, moves: int) -> np.ndarray:
-    """uint8 [32, 32, 3]: the maze with start/goal and the first `moves` moves of `path` drawn."""
+    """uint8 [32, 32, 3]: the maze with start/goal and the first `moves` moves of `path` drawn.
+
+    A move paints a 4-pixel-wide band between the two cells' markers (through the open wall).
+    """
     frame = blank(WHITE)
-    edge = N * PITCH + 1
-    for i in range(N + 1):
-        frame[i * PITCH, :edge] = BLACK
-        frame[:edge, i * PITCH] = BLACK
+    last = N * PITCH - 1  # the outer right / bottom wall
+    for i in range(N):
+        frame[i * PITCH, :] = BLACK
+        frame[:, i * PITCH] = BLACK
+    frame[last, :] = BLACK
+    frame[:, last] = BLACK
     for r, c in zip(*np.nonzero(right), strict=True):
-        frame[r * PITCH + 1 : r * PITCH + PITCH, (c + 1) * PITCH] = WHITE
+        frame[r * PITCH + 1 : (r + 1) * PITCH, (c + 1) * PITCH] = WHITE
     for r, c in zip(*np.nonzero(down), strict=True):
-        frame[(r + 1) * PITCH, c * PITCH + 1 : c * PITCH + PITCH] = WHITE
+        frame[(r + 1) * PITCH, c * PITCH + 1 : (c + 1) * PITCH] = WHITE
+    for (r0, c0), (r1, c1) in zip(path[:moves], path[1 : moves + 1], strict=True):
+        top, left = min(r0, r1) * PITCH + 2, min(c0, c1) * PITCH + 2
+        bottom, right_edge = max(r0, r1) * PITCH + 6, max(c0, c1) * PITCH + 6
+        frame[top:bottom, left:right_edge] = PATH
     GRID.paint(frame, *path[0], GREEN)
     GRID.paint(frame, *path[-1], RED)
-    for (r0, c0), (r1, c1) in zip(path[:moves], path[1 : moves + 1], strict=True):
-        if r0 == r1:
-            frame[r0 * PITCH + 1 : r0 * PITCH + PITCH, max(c0, c1) * PITCH] = PATH
-        else:
-            frame[max(r0, r1) * PITCH, c0 * PITCH + 1 : c0 * PITCH + PITCH] = PATH
-        if (r1, c1) != path[-1]:
-            GRID.paint(frame, r1, c1, PATH)
     return frame
 
 
@@ -133,17 +137,44 @@ def painted_cells(video) -> np.ndarray:
     return classify(GRID.read(last_frame(video)), PALETTE) == PALETTE.index(PATH)
 
 
-def score(case: Case, video) -> float:
-    """IoU of the painted cells with the true path's inner cells (start and goal not counted).
+def link_box(a: tuple[int, int], b: tuple[int, int]) -> tuple[slice, slice]:
+    """The pixels where the path band between adjacent cells a and b crosses their shared wall."""
+    (r0, c0), (r1, c1) = sorted([a, b])
+    if r0 == r1:  # horizontal neighbours: the wall column between them, the band's middle rows
+        x = c1 * PITCH
+        return slice(r0 * PITCH + 3, r0 * PITCH + 5), slice(x - 1, x + 2)
+    y = r1 * PITCH
+    return slice(y - 1, y + 2), slice(c0 * PITCH + 3, c0 * PITCH + 5)
 
-    1.0 only when exactly the path is painted; since the maze is perfect, any wall crossing or
-    detour paints cells off the path and any gap leaves path cells unpainted.
+
+LINKS = [((r, c), (r, c + 1)) for r in range(N) for c in range(N - 1)] + [
+    ((r, c), (r + 1, c)) for r in range(N - 1) for c in range(N)
+]
+
+
+def painted_links(video) -> set[tuple[tuple[int, int], tuple[int, int]]]:
+    """The pairs of adjacent cells (sorted) whose shared wall reads as crossed by the path colour."""
+    frame = last_frame(video)
+    means = np.stack([frame[link_box(a, b)].reshape(-1, 3).mean(0) for a, b in LINKS])
+    painted = classify(means, PALETTE) == PALETTE.index(PATH)
+    return {link for link, p in zip(LINKS, painted, strict=True) if p}
+
+
+def score(case: Case, video) -> float:
+    """IoU of what is painted with the true path: its inner cells (start and goal not counted) and
+    the wall crossings between consecutive cells (into start and goal included).
+
+    1.0 only when exactly the path is drawn: since the maze is perfect, any wall crossing or detour
+    paints cells or crossings off the path, and any gap (the last step into the goal included)
+    leaves part of the path unpainted.
     """
     path = [tuple(cell) for cell in case.solution["path"]]
-    truth = np.zeros((N, N), bool)
-    for cell in path[1:-1]:
-        truth[cell] = True
-    painted = painted_cells(video)
-    painted[path[0]] = painted[path[-1]] = False
-    union = (painted | truth).sum()
-    return float((painted & truth).sum() / union) if union else 1.0
+    truth_cells = set(path[1:-1])
+    truth_links = {tuple(sorted(pair)) for pair in zip(path, path[1:], strict=False)}
+    cells = painted_cells(video)
+    cells[path[0]] = cells[path[-1]] = False
+    painted = {tuple(int(i) for i in rc) for rc in zip(*np.nonzero(cells), strict=True)}
+    links = painted_links(video)
+    hit = len(painted & truth_cells) + len(links & truth_links)
+    union = len(painted | truth_cells) + len(links | truth_links)
+    return hit / union if union else 1.0
