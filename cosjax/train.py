@@ -193,6 +193,11 @@ class TrainConfig:
         if not 0 <= self.warmup < self.steps:
             raise ValueError(f"warmup must be in [0, steps), got {self.warmup}")
 
+    @property
+    def latent(self) -> dict:
+        """The latent space as `encode_videos` / `decode_latents` / `save_toy` keywords."""
+        return {"space": self.space, "pool": self.pool, "stride": self.stride, "scale": self.scale}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -452,7 +457,7 @@ def flow_matching_loss(params, module: WanDiT, config: TrainConfig, key, videos,
       then sharpens; 1 restores the plain rectified-flow loss.
     """
     key_noise, key_time, key_drop = jax.random.split(key, 3)
-    x0 = encode_videos(videos, config.space, config.pool, config.stride, config.scale)
+    x0 = encode_videos(videos, **config.latent)
     b, f = x0.shape[0], x0.shape[2]
     y = i2v_condition(first_frames, f, config.pool)
     eps = jax.random.normal(key_noise, x0.shape, jnp.float32)
@@ -708,8 +713,7 @@ def export(
     f, h, w, _ = record["data"]["shape"]
     extra = {"step": int(state.step), "train_config": record["train_config"], "data": record["data"]}
     sampling = {"shift": config.time_shift, **(sampling or {})}
-    latent = {"space": config.space, "pool": config.pool, "stride": config.stride, "scale": config.scale}
-    return save_toy(out_path, config.model, state.ema, table, (f, h, w), sampling, extra, **latent)
+    return save_toy(out_path, config.model, state.ema, table, (f, h, w), sampling, extra, **config.latent)
 
 
 def save_toy(

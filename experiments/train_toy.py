@@ -66,29 +66,16 @@ class Recipe:
     checkpoint_every: int = 1000
 
     def train_config(self) -> TrainConfig:
+        """The TrainConfig: the model fields build the DiT, every field TrainConfig shares by name
+        (steps, lr, space, pool, ...) is passed as is."""
         from cosjax.data.prompts import PROMPTS
 
         model = toy_dit_config(
             dim=self.dim, num_layers=self.layers, num_heads=self.heads, patch_size=(1, self.patch, self.patch)
         )
-        return TrainConfig(
-            model=model,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            warmup=self.warmup,
-            ema_decay=self.ema_decay,
-            time_shift=self.time_shift,
-            space=self.space,
-            pool=self.pool,
-            stride=self.stride,
-            scale=self.scale,
-            change_weight=self.change_weight,
-            seed=self.seed,
-            num_prompts=len(PROMPTS),
-            checkpoint_every=self.checkpoint_every,
-            log_every=10,
-        )
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
+        return TrainConfig(model=model, num_prompts=len(PROMPTS), log_every=10, **shared)
 
 
 def dataset(recipe: Recipe):
