@@ -10,7 +10,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-from test_vbvr_bench import make_bench
+from test_vbvr_bench import make_bench, write_manifest
 
 from cosjax import evalkit as ek
 from cosjax.data import vbvr_bench as vb
@@ -112,6 +112,7 @@ def test_log_summary_through_the_real_writer(bench, tmp_path):
 def test_task_unknown_to_the_evalkit_is_counted_missing(bench, tmp_path):
     root = Path(shutil.copytree(bench, tmp_path / "bench"))
     (root / "Out-of-Domain_50/O-39_maze_data-generator").rename(root / "Out-of-Domain_50/O-39_maze")
+    write_manifest(root)
     samples = vb.scan_bench(root)
     assert samples[-1].category == "Spatiality"  # matched on its id prefix
     generate(samples, tmp_path / "videos" / "m")

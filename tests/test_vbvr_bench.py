@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -38,8 +41,29 @@ def make_bench(root: Path, seed: int = 0) -> Path:
                     d / "ground_truth.mp4", [first] * (n - 1) + [final], fps=16, macro_block_size=1
                 )
                 (d / "prompt.txt").write_text(f"  Solve {task} case {i}.\n")
-    (root / "VBVR-Bench.json").write_text("{}")  # extra files at the root are ignored
+    write_manifest(root)
+    (root / "README.md").write_text("VBVR-Bench\n")  # other files at the root are ignored
     return root
+
+
+def write_manifest(root: Path) -> Path:
+    """ROOT/VBVR-Bench.json as published: a list of one entry per sample folder on disk."""
+    entries = []
+    for d in sorted(root.glob("*/*/[0-9][0-9][0-9][0-9][0-9]")):
+        rel = d.relative_to(root).as_posix()
+        entries.append(
+            {
+                "id": rel.replace("/", "_"),
+                "prompt": (d / "prompt.txt").read_text().strip(),
+                "first_image": base64.b64encode((d / "first_frame.png").read_bytes()).decode(),
+                "first_frame_path": f"{rel}/first_frame.png",
+                "final_frame_path": f"{rel}/final_frame.png",
+                "prompt_path": f"{rel}/prompt.txt",
+                "ground_truth_video_path": f"{rel}/ground_truth.mp4",
+            }
+        )
+    (root / vb.MANIFEST).write_text(json.dumps(entries, indent=1))
+    return root / vb.MANIFEST
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +263,110 @@ def test_write_video_is_atomic(tmp_path):
     with pytest.raises(RuntimeError):
         vb.write_video(new := tmp_path / "x/00001.mp4", frames())
     assert not new.exists() and list(new.parent.iterdir()) == []
+
+
+# --- VBVR-Bench.json cross-check --------------------------------------------------------------------
+
+
+def test_manifest_cross_check_of_a_complete_bench(bench, caplog):
+    with caplog.at_level(logging.WARNING, logger="cosjax.data.vbvr_bench"):
+        index = vb.inspect_bench(bench)
+    assert index.manifest == bench / vb.MANIFEST and len(index.samples) == 6
+    assert index.absent == [] and index.unlisted == [] and index.prompt_mismatch == []
+    c = index.counts()
+    assert c["In-Domain_50"] == {
+        "tasks_expected": 50,
+        "tasks_found": 2,
+        "samples_expected": 250,
+        "samples_listed": 4,
+        "samples_found": 4,
+        "samples_absent": 0,
+    }
+    assert c["total"]["samples_expected"] == 500 and c["total"]["tasks_expected"] == 100
+    assert (c["total"]["samples_listed"], c["total"]["samples_found"]) == (6, 6)
+    # far from the published 500: said in the log, not silent
+    assert (
+        "6 of the published 500 samples found" in caplog.text and "lists 6, 0 of them absent" in caplog.text
+    )
+
+
+def test_absent_sample_is_named_counted_and_the_rest_is_used(bench_copy, caplog):
+    gone = f"{O10}/00001"
+    shutil.rmtree(bench_copy / gone)
+    with caplog.at_level(logging.WARNING, logger="cosjax.data.vbvr_bench"):
+        index = vb.inspect_bench(bench_copy)
+    assert [a.key for a in index.absent] == [gone]
+    assert index.absent[0].category == "Abstraction" and index.absent[0].in_domain
+    assert len(index.samples) == 5 and gone not in {s.key for s in index.samples}
+    c = index.counts()["In-Domain_50"]
+    assert (c["samples_listed"], c["samples_found"], c["samples_absent"]) == (4, 3, 1)
+    assert f"Absent (listed in {bench_copy / vb.MANIFEST}" in caplog.text and gone in caplog.text
+    assert vb.scan_bench(bench_copy) == index.samples
+
+
+def test_absent_task_and_split_folders_are_absent_samples(bench_copy):
+    shutil.rmtree(bench_copy / G3)
+    shutil.rmtree(bench_copy / "Out-of-Domain_50")
+    index = vb.inspect_bench(bench_copy)
+    assert [a.key for a in index.absent] == [f"{G3}/00000", f"{G3}/00001", f"{O39}/00000", f"{O39}/00001"]
+    assert [s.task for s in index.samples] == ["O-10_shape_outline_fill_data-generator"] * 2
+    c = index.counts()
+    assert c["Out-of-Domain_50"]["tasks_found"] == 0 and c["total"]["samples_absent"] == 4
+
+
+def test_unlisted_folders_and_prompt_mismatch_are_warned(bench_copy, caplog):
+    shutil.copytree(bench_copy / f"{G3}/00001", bench_copy / f"{G3}/00002")
+    (bench_copy / f"{O39}/00000/prompt.txt").write_text("Another prompt.")
+    with caplog.at_level(logging.WARNING, logger="cosjax.data.vbvr_bench"):
+        index = vb.inspect_bench(bench_copy)
+    assert index.unlisted == [f"{G3}/00002"] and f"{G3}/00002" not in {s.key for s in index.samples}
+    assert index.prompt_mismatch == [f"{O39}/00000"]
+    assert "not listed in" in caplog.text and "prompt.txt files differ" in caplog.text
+
+
+def test_without_manifest_the_folders_decide(bench_copy, caplog):
+    (bench_copy / vb.MANIFEST).unlink()
+    shutil.rmtree(bench_copy / f"{G3}/00001")
+    with caplog.at_level(logging.WARNING, logger="cosjax.data.vbvr_bench"):
+        index = vb.inspect_bench(bench_copy)
+    assert index.manifest is None and index.absent == [] and len(index.samples) == 5
+    assert index.counts()["total"]["samples_listed"] is None
+    assert f"no {vb.MANIFEST}" in caplog.text and "5 of the published 500" in caplog.text
+
+
+def _entries(root: Path) -> list:
+    return json.loads((root / vb.MANIFEST).read_text())
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda e: {"entries": e}, "expected a JSON list"),
+        (lambda e: [e[0], "x", *e[1:]], "entry 1: not an object"),
+        (lambda e: [{k: v for k, v in e[0].items() if k != "prompt_path"}, *e[1:]], "prompt_path is missing"),
+        (
+            lambda e: [e[0] | {"final_frame_path": e[1]["final_frame_path"]}, *e[1:]],
+            "different sample folders",
+        ),
+        (lambda e: [e[0] | {"first_frame_path": "G-3/00000/first_frame.png"}, *e[1:]], "is not <split>"),
+        (lambda e: [e[0] | {"prompt_path": e[0]["prompt_path"][:-4] + ".md"}, *e[1:]], "does not name"),
+        (lambda e: [*e, e[2]], "already listed by entry 2"),
+    ],
+    ids=["not a list", "not an object", "key missing", "paths disagree", "no split", "wrong file", "dup"],
+)
+def test_malformed_manifest_is_reported_by_entry(bench_copy, corrupt, message):
+    path = bench_copy / vb.MANIFEST
+    path.write_text(json.dumps(corrupt(_entries(bench_copy))))
+    with pytest.raises(vb.BenchDataError, match=message) as e:
+        vb.inspect_bench(bench_copy)
+    assert all(p.startswith(str(path)) for p in e.value.problems), e.value.problems
+    assert "huggingface-cli download Video-Reason/VBVR-Bench-Data" in str(e.value)  # the fix
+
+
+def test_manifest_paths_may_carry_a_prefix(bench_copy):
+    entries = [
+        {k: f"VBVR-Bench-Data/{v}" if k.endswith("_path") else v for k, v in e.items()}
+        for e in _entries(bench_copy)
+    ]
+    (bench_copy / vb.MANIFEST).write_text(json.dumps(entries))
+    assert len(vb.inspect_bench(bench_copy).samples) == 6

@@ -1,11 +1,22 @@
-"""VBVR-Bench read from the local `VBVR-Bench-Data` folder, as a tfds dataset (array_record, no TensorFlow).
+"""VBVR-Bench read from the local `VBVR-Bench-Data` folder, cross-checked against its `VBVR-Bench.json`.
 
-Layout (what the HF dataset `Video-Reason/VBVR-Bench-Data` and the EvalKit's GT lookup use)::
+Layout (the HF dataset `Video-Reason/VBVR-Bench-Data`, which the EvalKit's GT lookup also uses)::
 
+    ROOT/VBVR-Bench.json            a list of {id, prompt, first_image (base64), first_frame_path,
+                                    final_frame_path, prompt_path, ground_truth_video_path}, paths
+                                    relative to ROOT ("In-Domain_50/<task>/00000/first_frame.png")
     ROOT/{In-Domain_50,Out-of-Domain_50}/<task>/<00000..00004>/
         first_frame.png  final_frame.png  ground_truth.mp4  prompt.txt
 
-samples = scan_bench(ROOT)          # validates everything first, raises BenchDataError listing bad paths
+The published bench is 50 + 50 tasks x 5 samples (250 + 250). Two readers, one listing:
+
+* `inspect_bench(ROOT)` / `scan_bench(ROOT)`: what every `cosjax run ... --data vbvr-bench:ROOT`
+  uses. Lists the samples on disk, checks each, and cross-checks the manifest: a listed sample whose
+  folder is absent is named in a warning and counted missing (the run proceeds on the rest).
+* `load_bench(ROOT)`: a tfds dataset (array_record, no TensorFlow) of the same samples, built from
+  `scan_bench`, for reading images and prompts as records from your own code. No experiment uses it.
+
+index = inspect_bench(ROOT)         # .samples (found), .absent (listed, not on disk), .counts()
 frames, h, w = generation_size((s.height, s.width), s.gt_frames)
 write_video(video_path(OUT / "my_model", s), frames_uint8)   # what run_evaluation.py --model_path reads
 sources = load_bench(ROOT)          # {"in_domain": source, "out_of_domain": source}, random access
@@ -15,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import re
 import tempfile
@@ -26,10 +39,24 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("In-Domain_50", "Out-of-Domain_50")
 TFDS_SPLITS = {"In-Domain_50": "in_domain", "Out-of-Domain_50": "out_of_domain"}
 FILES = ("first_frame.png", "final_frame.png", "ground_truth.mp4", "prompt.txt")
 FPS = 16
+MANIFEST = "VBVR-Bench.json"
+# The published bench: 50 tasks per split, 5 samples per task (VBVR paper; HF card).
+TASKS_PER_SPLIT = 50
+SAMPLES_PER_TASK = 5
+# Manifest path field -> the file it names (every entry's four paths share one sample folder).
+MANIFEST_PATHS = {
+    "first_frame_path": FILES[0],
+    "final_frame_path": FILES[1],
+    "ground_truth_video_path": FILES[2],
+    "prompt_path": FILES[3],
+}
+DOWNLOAD = "huggingface-cli download Video-Reason/VBVR-Bench-Data --repo-type dataset --local-dir {root}"
 
 # Task id -> cognitive category, as in the EvalKit's TASK_CATEGORY_MAP (vbvr_bench/evaluators/__init__.py),
 # which keys full folder names ("O-39_maze_data-generator"); we key the id prefix so renamed folders match.
@@ -54,8 +81,24 @@ class BenchDataError(ValueError):
         self.root, self.problems = root, problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
-            f"VBVR-Bench folder {root} is missing or malformed ({len(problems)} problems):\n{lines}"
+            f"VBVR-Bench folder {root} is missing or malformed ({len(problems)} problems):\n{lines}\n"
+            f"fix: download the bench again into the same folder (`{DOWNLOAD.format(root=root)}` "
+            "fetches only what is absent or damaged), or remove a broken sample folder to run without "
+            "it (it is then counted missing)"
         )
+
+
+@dataclass(frozen=True)
+class AbsentSample:
+    """A sample `VBVR-Bench.json` lists whose folder is not on disk: counted missing, never generated."""
+
+    split: str
+    task: str
+    index: str
+
+    key = property(lambda self: f"{self.split}/{self.task}/{self.index}")
+    category = property(lambda self: task_category(self.task))
+    in_domain = property(lambda self: self.split == SPLITS[0])
 
 
 @dataclass(frozen=True)
@@ -163,25 +206,179 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_bench(root: str | Path) -> list[BenchSample]:
-    """Every sample of the bench, sorted by (split, task, index), after checking the whole layout.
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One entry of VBVR-Bench.json: its id, prompt and the sample folder its four paths name."""
 
-    All problems are collected first (missing split folder, empty split or task folder, sample folder
-    not named by a 5-digit index, missing file, unreadable png / mp4, empty prompt) and raised together
-    as one `BenchDataError` naming each bad path, so nothing downstream starts on a broken folder.
-    Extra files at the root (VBVR-Bench.json, README) are ignored. Reads every png header and counts
-    each GT video's frames (about 40 ms per sample).
+    id: str
+    prompt: str
+    split: str
+    task: str
+    index: str
+
+    key = property(lambda self: f"{self.split}/{self.task}/{self.index}")
+
+
+def _entry_place(entry: dict, field: str) -> tuple[str, str, str] | str:
+    """(split, task, index) of one path field of an entry, or what is wrong with it."""
+    raw = entry.get(field)
+    if not isinstance(raw, str) or not raw:
+        return f"{field} is missing or not a string"
+    parts = [q for q in raw.replace("\\", "/").split("/") if q not in ("", ".")]
+    at = next((i for i, q in enumerate(parts) if q in SPLITS), None)
+    if at is None or len(parts) - at != 4:
+        return f"{field} {raw!r} is not <split>/<task>/<index>/<file> with split {' or '.join(SPLITS)}"
+    split, task, index, name = parts[at:]
+    if not re.fullmatch(r"\d{5}", index) or name != MANIFEST_PATHS[field]:
+        return f"{field} {raw!r} does not name <5-digit index>/{MANIFEST_PATHS[field]}"
+    return split, task, index
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """The entries of a `VBVR-Bench.json`, in file order, each checked (keys, paths, duplicates).
+
+    Raises BenchDataError naming the file and every bad entry (by position and id). The base64
+    `first_image` of each entry is not decoded: the sample's first_frame.png is what is read.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BenchDataError(path.parent, [f"{path}: not readable JSON ({type(e).__name__}: {e})"]) from e
+    if not isinstance(data, list):
+        raise BenchDataError(
+            path.parent, [f"{path}: expected a JSON list of entries, got {type(data).__name__}"]
+        )
+    problems, entries, seen = [], [], {}
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: not an object")
+            continue
+        where += f" (id {entry.get('id')!r})"
+        places = {field: _entry_place(entry, field) for field in MANIFEST_PATHS}
+        bad = [v for v in places.values() if isinstance(v, str)]
+        if not isinstance(entry.get("prompt"), str):
+            bad.append("prompt is missing or not a string")
+        if "id" not in entry:
+            bad.append("id is missing")
+        if not bad and len(set(places.values())) != 1:
+            bad.append(f"its paths name different sample folders: {sorted(set(places.values()))}")
+        if bad:
+            problems.append(f"{where}: {'; '.join(bad)}")
+            continue
+        e = ManifestEntry(str(entry["id"]), entry["prompt"], *places["prompt_path"])
+        if e.key in seen:
+            problems.append(f"{where}: sample {e.key} already listed by entry {seen[e.key]}")
+            continue
+        seen[e.key] = i
+        entries.append(e)
+    if problems:
+        raise BenchDataError(path.parent, problems)
+    return entries
+
+
+@dataclass
+class BenchIndex:
+    """What a bench folder holds, against what its VBVR-Bench.json lists and the published 100 x 5.
+
+    samples: the valid samples on disk, sorted by key (only those the manifest lists, if it exists).
+    absent: samples the manifest lists whose folder is not on disk (counted missing by every summary).
+    unlisted: keys of sample folders on disk that the manifest does not list (ignored).
+    manifest: the VBVR-Bench.json read, or None when ROOT has none (absent samples cannot be named).
+    prompt_mismatch: keys whose prompt.txt differs from the manifest's prompt (prompt.txt is used, as
+      by the reference inference).
+    """
+
+    root: Path
+    samples: list[BenchSample]
+    absent: list[AbsentSample]
+    unlisted: list[str]
+    manifest: Path | None
+    prompt_mismatch: list[str]
+
+    def counts(self) -> dict:
+        """{split: {tasks_expected, tasks_found, samples_expected, samples_listed, samples_found,
+        samples_absent}} for both split folders and "total"; samples_listed is None without a manifest.
+        """
+        out = {}
+        for split in SPLITS:
+            found = [s for s in self.samples if s.split == split]
+            absent = [s for s in self.absent if s.split == split]
+            out[split] = {
+                "tasks_expected": TASKS_PER_SPLIT,
+                "tasks_found": len({s.task for s in found}),
+                "samples_expected": TASKS_PER_SPLIT * SAMPLES_PER_TASK,
+                "samples_listed": None if self.manifest is None else len(found) + len(absent),
+                "samples_found": len(found),
+                "samples_absent": len(absent),
+            }
+        out["total"] = {
+            k: None if any(out[s][k] is None for s in SPLITS) else sum(out[s][k] for s in SPLITS)
+            for k in out[SPLITS[0]]
+        }
+        return out
+
+    def describe(self) -> str:
+        """One line: found / expected per split, how many the manifest lists and how many are absent."""
+        c = self.counts()
+        parts = [
+            f"{split} {c[split]['samples_found']}/{c[split]['samples_expected']} samples in "
+            f"{c[split]['tasks_found']}/{c[split]['tasks_expected']} tasks"
+            for split in SPLITS
+        ]
+        t = c["total"]
+        listed = (
+            f"VBVR-Bench.json lists {t['samples_listed']}, {t['samples_absent']} of them absent"
+            if self.manifest is not None
+            else f"no {MANIFEST} (absent samples cannot be named)"
+        )
+        return (
+            f"VBVR-Bench {self.root}: {t['samples_found']} of the published {t['samples_expected']} "
+            f"samples found ({'; '.join(parts)}); {listed}"
+        )
+
+
+def _named(keys: list[str], limit: int = 20) -> str:
+    more = f", ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def inspect_bench(root: str | Path) -> BenchIndex:
+    """Lists and checks every sample of the bench folder, and cross-checks `ROOT/VBVR-Bench.json`.
+
+    All problems are collected first and raised together as one `BenchDataError` naming each bad
+    path, so nothing downstream starts on a broken folder: a sample folder present but incomplete or
+    damaged (missing file, unreadable png / mp4, empty prompt), a sample folder not named by a
+    5-digit index, an empty split or task folder, a malformed manifest, no split folder at all. Reads
+    every png header and counts each GT video's frames (about 40 ms per sample).
+
+    With a manifest, a sample it lists whose folder is absent (a subset or partial download, a
+    missing task or split folder) is not an error: it is named in a logged warning, kept in
+    `absent` and counted missing by the summaries, and the run proceeds on what exists. A split
+    folder absent while ROOT holds other folders is an error (likely misnamed). Without a manifest
+    the folder scan alone decides (and a warning says absent samples cannot be named).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise BenchDataError(root, [f"{root}: not a directory (expected the VBVR-Bench-Data folder)"])
+    manifest_path = root / MANIFEST
     problems: list[str] = []
+    entries: dict[str, ManifestEntry] | None = None
+    if manifest_path.is_file():
+        try:
+            entries = {e.key: e for e in read_manifest(manifest_path)}
+        except BenchDataError as e:
+            problems += e.problems
     samples: list[BenchSample] = []
+    on_disk: set[str] = set()
+    others = [p.name for p in _subdirs(root) if p.name not in SPLITS]
     for split in SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
-            found = ", ".join(p.name for p in _subdirs(root)) or "nothing"
-            problems.append(f"{split_dir}: missing split folder (folders found in {root}: {found})")
+            if entries is None or others:  # with a manifest, its samples there are absent
+                found = ", ".join(p.name for p in _subdirs(root)) or "nothing"
+                problems.append(f"{split_dir}: missing split folder (folders found in {root}: {found})")
             continue
         tasks = _subdirs(split_dir)
         if not tasks:
@@ -191,13 +388,55 @@ def scan_bench(root: str | Path) -> list[BenchSample]:
             if not sample_dirs:
                 problems.append(f"{task_dir}: no sample folders")
             for folder in sample_dirs:
+                key = f"{split}/{task_dir.name}/{folder.name}"
                 if not re.fullmatch(r"\d{5}", folder.name):
                     problems.append(f"{folder}: sample folder is not named by a 5-digit index (00000, ...)")
-                elif (sample := _scan_sample(split, task_dir.name, folder, problems)) is not None:
+                    continue
+                on_disk.add(key)
+                if entries is not None and key not in entries:
+                    continue  # unlisted: not part of the bench, not checked
+                if (sample := _scan_sample(split, task_dir.name, folder, problems)) is not None:
                     samples.append(sample)
     if problems:
         raise BenchDataError(root, problems)
-    return samples
+    if entries is None:
+        index = BenchIndex(root, samples, [], [], None, [])
+        if len(samples) < TASKS_PER_SPLIT * SAMPLES_PER_TASK * len(SPLITS):
+            log.warning("%s; the samples found are used", index.describe())
+        return index
+    absent = [AbsentSample(e.split, e.task, e.index) for k, e in sorted(entries.items()) if k not in on_disk]
+    unlisted = sorted(on_disk - set(entries))
+    mismatch = [s.key for s in samples if s.prompt != entries[s.key].prompt.strip()]
+    index = BenchIndex(root, samples, absent, unlisted, manifest_path, mismatch)
+    if absent:
+        log.warning(
+            "%s. Absent (listed in %s, no folder; counted missing, not generated): %s",
+            index.describe(),
+            manifest_path,
+            _named([a.key for a in absent]),
+        )
+    elif len(samples) < TASKS_PER_SPLIT * SAMPLES_PER_TASK * len(SPLITS):
+        log.warning("%s", index.describe())
+    if unlisted:
+        log.warning(
+            "%s sample folders are not listed in %s and are ignored: %s",
+            len(unlisted),
+            manifest_path,
+            _named(unlisted),
+        )
+    if mismatch:
+        log.warning(
+            "%s prompt.txt files differ from the prompt in %s (prompt.txt is used): %s",
+            len(mismatch),
+            manifest_path,
+            _named(mismatch),
+        )
+    return index
+
+
+def scan_bench(root: str | Path) -> list[BenchSample]:
+    """The valid samples on disk, sorted by (split, task, index): `inspect_bench(root).samples`."""
+    return inspect_bench(root).samples
 
 
 def generation_size(first_frame_hw: tuple[int, int], gt_frames: int) -> tuple[int, int, int]:
