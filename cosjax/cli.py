@@ -1,4 +1,9 @@
-"""The `cosjax` command line: `cosjax convert`, `cosjax run NAME`, `cosjax train-toy`, `cosjax demo`."""
+"""The `cosjax` command line: `cosjax convert`, `cosjax run NAME`, `cosjax score`, `cosjax train-toy`,
+`cosjax demo`.
+
+Exit status: 0 done; 2 bad input (the message names the setting and the fix); 3 the EvalKit's
+scoring failed after every video and record was written (`cosjax score` retries it).
+"""
 
 from __future__ import annotations
 
@@ -95,6 +100,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from experiments.ensemble import score
+
+    summary = score(args.run_dir, evalkit=args.evalkit, python=args.python, bench=args.bench)
+    print(summary.get("table", ""))
+    print(f"results: {args.run_dir}/results.json; TensorBoard: tensorboard --logdir {args.run_dir}/tb")
+    return 0
+
+
 def _train_toy(args: argparse.Namespace) -> int:
     from experiments.common import parse_overrides
     from experiments.train_toy import Recipe, main
@@ -161,6 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="NAME=VALUE")
     run.set_defaults(func=_run)
 
+    score = sub.add_parser(
+        "score",
+        help="score a finished VBVR-Bench ensemble run with VBVR-EvalKit again (no model, no generation)",
+        description="Retries the scoring step of `cosjax run ensemble ... evalkit=PATH` on its run folder; "
+        "results.json is rewritten with the scores.",
+    )
+    score.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of the ensemble run")
+    score.add_argument("--evalkit", help="VBVR-EvalKit checkout (default: the run's evalkit= setting)")
+    score.add_argument(
+        "--python",
+        help="interpreter with the EvalKit's requirements (default: the run's evalkit_python=, "
+        "then $COSJAX_EVALKIT_PYTHON, then cosjax's own)",
+    )
+    score.add_argument("--bench", help="bench folder to score against (default: the run's --data folder)")
+    score.set_defaults(func=_score)
+
     toy = sub.add_parser(
         "train-toy",
         help="train the embedded toy model on the synthetic tasks (resumable), optionally export it",
@@ -203,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileExistsError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         print(f"cosjax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from cosjax.evalkit import EvalKitError
+
+        if not isinstance(e, EvalKitError):
+            raise
+        print(f"cosjax {args.command}: scoring failed: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """Scoring generated VBVR-Bench videos with the official VBVR-EvalKit, and summarising the scores.
 
 report = run_evalkit("VBVR-EvalKit", "runs/bench/my_model", "VBVR-Bench-Data", "runs/bench/eval")
-summary = summarize(report, scan_bench("VBVR-Bench-Data"))   # missing videos count as 0
+index = inspect_bench("VBVR-Bench-Data")
+summary = summarize(report, index.samples, index.absent)      # missing videos count as 0
 print(log_summary(writer, summary))                           # TensorBoard scalars + a markdown table
+
+The interpreter that runs the EvalKit: `python=` here (the ensemble's `evalkit_python=` setting, or
+`cosjax score --python`), else `$COSJAX_EVALKIT_PYTHON`, else cosjax's own. It needs what the
+EvalKit imports: `pip install "cosjax[evalkit]"` (opencv-python-headless, Pillow, tqdm; numpy and
+imageio come with cosjax), or the EvalKit's own `requirements.txt`. `check_evalkit` tries those
+imports in a second or two, before hours of generation.
 
 What the EvalKit does (read from Video-Reason/VBVR-EvalKit `run_evaluation.py`, 2026-04):
 
@@ -26,20 +33,92 @@ What the EvalKit does (read from Video-Reason/VBVR-EvalKit `run_evaluation.py`, 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosjax.data.vbvr_bench import SPLITS, BenchSample, quiet_fork
+from cosjax.data.vbvr_bench import SPLITS, AbsentSample, BenchSample, quiet_fork
 
 GROUPS = {"overall": SPLITS, "in_domain": SPLITS[:1], "out_of_domain": SPLITS[1:]}
+PYTHON_ENV = "COSJAX_EVALKIT_PYTHON"
 
 
 class EvalKitError(RuntimeError):
     """run_evaluation.py is missing, failed, or wrote no readable results."""
+
+
+def resolve_python(setting: str | None = None) -> str:
+    """The EvalKit's interpreter: `setting`, else $COSJAX_EVALKIT_PYTHON, else this interpreter.
+
+    A bare name ("python3.11") is looked up on PATH. Raises EvalKitError naming where the value came
+    from when it is not an executable file.
+    """
+    source, value = "evalkit_python", setting
+    if not value:
+        source, value = PYTHON_ENV, os.environ.get(PYTHON_ENV)
+    if not value:
+        return sys.executable
+    found = shutil.which(value) if os.sep not in value else value
+    if not found or not os.access(found, os.X_OK) or not os.path.isfile(found):
+        raise EvalKitError(
+            f"the EvalKit interpreter {value!r} (from {source}) is not an executable file; set "
+            f"{source} to a Python that has the EvalKit's requirements (pip install 'cosjax[evalkit]')"
+        )
+    return str(found)
+
+
+def install_hint(python: str, evalkit_dir: str | Path) -> str:
+    """How to give `python` what the EvalKit imports, or to pick another interpreter."""
+    req = Path(evalkit_dir) / "requirements.txt"
+    return (
+        f"install the EvalKit's requirements into that interpreter ({python} -m pip install "
+        f"'cosjax[evalkit]', or -r {req}), or point evalkit_python=PY (cosjax score --python PY, "
+        f"${PYTHON_ENV}) at one that has them"
+    )
+
+
+def _script_imports(script: Path) -> list[str]:
+    """Top-level modules run_evaluation.py imports (`import a.b` -> a.b, `from c.d import e` -> c.d)."""
+    names = []
+    for node in ast.parse(script.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return list(dict.fromkeys(names))
+
+
+def check_evalkit(evalkit_dir: str | Path, python: str | None = None, timeout: float = 120) -> str | None:
+    """None if `python` can import what `evalkit_dir/run_evaluation.py` imports; else why not.
+
+    The imports are read from the script itself (for the real EvalKit: numpy, tqdm and its
+    `vbvr_bench.evaluators`, which imports cv2), run in the EvalKit's folder as the script would.
+    """
+    script = Path(evalkit_dir) / "run_evaluation.py"
+    if not script.is_file():
+        return f"VBVR-EvalKit script not found: {script}"
+    try:
+        python = resolve_python(python)
+        code = "".join(f"import {name}\n" for name in _script_imports(script))
+        with quiet_fork():
+            proc = subprocess.run(
+                [python, "-c", code], cwd=script.parent, capture_output=True, text=True, timeout=timeout
+            )
+    except (EvalKitError, OSError, SyntaxError, subprocess.TimeoutExpired) as e:
+        return f"cannot check the EvalKit's imports: {type(e).__name__}: {e}"
+    if proc.returncode != 0:
+        return (
+            f"{python} cannot import what {script} imports:\n{_tail(proc.stderr, 1500)}\n"
+            f"fix: {install_hint(python, evalkit_dir)}"
+        )
+    return None
 
 
 @dataclass
@@ -77,26 +156,39 @@ def parse_results(path: str | Path) -> EvalReport:
     return EvalReport(scores, errors, data.get("summary", {}), path)
 
 
+def _local(path: str | Path, what: str) -> Path:
+    if "://" in str(path):
+        raise EvalKitError(
+            f"the EvalKit reads local folders only, got the {what} {path}: copy it to this machine "
+            "(gcloud storage rsync -r URL DIR) or mount the bucket (gcsfuse), then score the local copy "
+            "(cosjax score RUN_DIR --bench DIR)"
+        )
+    return Path(path).resolve()
+
+
 def run_evalkit(
     evalkit_dir: str | Path,
     videos_root: str | Path,
     bench_root: str | Path,
     out_dir: str | Path,
-    python: str = sys.executable,
+    python: str | None = None,
     device: str = "cpu",
     timeout: float | None = None,
 ) -> EvalReport:
     """Runs `run_evaluation.py --model_path videos_root --gt_base bench_root --output_dir out_dir`.
 
-    `python` must be an interpreter with the EvalKit's requirements (numpy, opencv, ...). The
+    `python`: the interpreter (see `resolve_python`); it must have the EvalKit's requirements. The
     results file `out_dir/<videos_root name>_vbvr_results.json` is removed first so a stale one is
-    never read. Raises EvalKitError (with the tail of the script's stderr) if the script is missing,
-    exits non-zero, or writes no results although videos exist.
+    never read. Raises EvalKitError saying why (the script's stderr tail, the interpreter, the
+    command) and how to fix it if the script is missing, exits non-zero, or writes no results
+    although videos exist. Nothing but that results file is ever removed.
     """
     script = Path(evalkit_dir) / "run_evaluation.py"
     if not script.is_file():
-        raise EvalKitError(f"VBVR-EvalKit script not found: {script}")
-    videos_root, out_dir = Path(videos_root).resolve(), Path(out_dir).resolve()
+        raise EvalKitError(f"VBVR-EvalKit script not found: {script} (evalkit= must be its checkout folder)")
+    python = resolve_python(python)
+    videos_root, out_dir = _local(videos_root, "videos folder"), _local(out_dir, "output folder")
+    bench_root = _local(bench_root, "bench folder")
     if not videos_root.is_dir():
         raise EvalKitError(f"videos folder not found: {videos_root}")
     if any(p.name.startswith("checkpoint-") for p in videos_root.iterdir()):
@@ -105,21 +197,33 @@ def run_evalkit(
     results = out_dir / f"{videos_root.name}_vbvr_results.json"
     results.unlink(missing_ok=True)
     cmd = [python, str(script.resolve()), "--model_path", str(videos_root)]
-    cmd += ["--gt_base", str(Path(bench_root).resolve()), "--output_dir", str(out_dir), "--device", device]
+    cmd += ["--gt_base", str(bench_root), "--output_dir", str(out_dir), "--device", device]
     try:
         with quiet_fork():
             proc = subprocess.run(cmd, cwd=script.parent, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        raise EvalKitError(f"{script} timed out after {timeout} s") from e
+        raise EvalKitError(f"{script} timed out after {timeout} s (interpreter {python})") from e
+    except OSError as e:
+        raise EvalKitError(f"cannot start the EvalKit interpreter {python}: {e}") from e
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         command, err = " ".join(cmd), _tail(proc.stderr)
-        raise EvalKitError(f"{script} failed (exit code {proc.returncode}):\n{command}\nstderr tail:\n{err}")
+        fix = (
+            install_hint(python, evalkit_dir)
+            if "ModuleNotFoundError" in err or "ImportError" in err
+            else "read the stderr tail above; fix the EvalKit or its inputs"
+        )
+        raise EvalKitError(
+            f"{script} failed (exit code {proc.returncode}) with interpreter {python}:\n{command}\n"
+            f"stderr tail:\n{err}\nfix: {fix}"
+        )
     if not results.is_file():
         nothing = not any(videos_root.glob("*/*/[0-9][0-9][0-9][0-9][0-9].mp4"))
         if nothing or "No videos found" in proc.stdout:  # none generated, or none in a task it knows
             return EvalReport({}, log=log)
-        raise EvalKitError(f"{script} wrote no {results}; its output (tail):\n{_tail(log)}")
+        raise EvalKitError(
+            f"{script} wrote no {results} (interpreter {python}); its output (tail):\n{_tail(log)}"
+        )
     report = parse_results(results)
     report.log = log
     return report
@@ -129,7 +233,9 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _means(samples: list[BenchSample], scores: dict[str, float], skip_missing: bool) -> dict:
+def _means(
+    samples: Sequence[BenchSample | AbsentSample], scores: dict[str, float], skip_missing: bool
+) -> dict:
     def mean_of(group):
         vals = [scores.get(s.key) for s in group]
         return _mean([v for v in vals if v is not None] if skip_missing else [v or 0.0 for v in vals])
@@ -144,28 +250,37 @@ def _means(samples: list[BenchSample], scores: dict[str, float], skip_missing: b
     return out
 
 
-def summarize(report: EvalReport, samples: list[BenchSample]) -> dict:
-    """Bench-level scores where every bench sample without a score (no video, or a task the EvalKit
-    skipped) counts as 0.
+def summarize(
+    report: EvalReport, samples: Sequence[BenchSample], absent: Sequence[AbsentSample] = ()
+) -> dict:
+    """Bench-level scores where every bench sample without a score (no video, a task the EvalKit
+    skipped, or a sample absent from the bench folder) counts as 0.
+
+    samples: the bench samples the run generated; absent: those VBVR-Bench.json lists but the folder
+    lacks (`BenchIndex.absent`), missing by definition.
 
     Returns {overall, in_domain, out_of_domain: float; category / in_domain_category /
-    out_of_domain_category: {name: float}; num_samples, num_scored, num_missing, num_errors,
-    num_extra (scored videos that are not bench samples, ignored): int; missing: [keys];
-    skip_missing: the same means with missing samples skipped (the EvalKit's own convention; nan
-    where nothing was scored); evalkit_reported: the EvalKit's own overall / in / out means}.
+    out_of_domain_category: {name: float}; num_samples (samples + absent), num_scored, num_missing,
+    num_absent, num_errors, num_extra (scored videos that are not bench samples, ignored): int;
+    missing, absent: [keys]; skip_missing: the same means with missing samples skipped (the
+    EvalKit's own convention; nan where nothing was scored); evalkit_reported: the EvalKit's own
+    overall / in / out means}.
     """
-    keys = {s.key for s in samples}
-    missing = [s.key for s in samples if s.key not in report.scores]
+    everything = [*samples, *absent]
+    keys = {s.key for s in everything}
+    missing = [s.key for s in everything if s.key not in report.scores]
     s = report.evalkit_summary
     return {
-        **_means(samples, report.scores, skip_missing=False),
-        "num_samples": len(samples),
-        "num_scored": len(samples) - len(missing),
+        **_means(everything, report.scores, skip_missing=False),
+        "num_samples": len(everything),
+        "num_scored": len(everything) - len(missing),
         "num_missing": len(missing),
+        "num_absent": len(absent),
+        "absent": [a.key for a in absent],
         "num_errors": sum(k in keys for k in report.errors),
         "num_extra": sum(k not in keys for k in report.scores),
         "missing": missing,
-        "skip_missing": _means(samples, report.scores, skip_missing=True),
+        "skip_missing": _means(everything, report.scores, skip_missing=True),
         "evalkit_reported": {
             g: s.get(k, {}).get("mean_score", math.nan)
             for g, k in (
@@ -198,7 +313,8 @@ def log_summary(writer, summary: dict, step: int = 0) -> str:
         *(f"| {name} | {_fmt(a)} | {_fmt(b)} |" for name, a, b in rows),
         "",
         f"{summary['num_missing']} of {summary['num_samples']} bench videos missing or unscored "
-        f"(counted as 0); {summary['num_errors']} scorer errors (scored 0 by the EvalKit).",
+        f"(counted as 0; {summary.get('num_absent', 0)} of them absent from the bench folder); "
+        f"{summary['num_errors']} scorer errors (scored 0 by the EvalKit).",
     ]
     table = "\n".join(lines)
     if writer is not None:
@@ -206,7 +322,68 @@ def log_summary(writer, summary: dict, step: int = 0) -> str:
             for prefix, value in (("vbvr", a), ("vbvr_skip_missing", b)):
                 if math.isfinite(value):
                     writer.scalar(f"{prefix}/{name}", value, step)
-        for k in ("num_missing", "num_samples", "num_errors"):
-            writer.scalar(f"vbvr/{k}", summary[k], step)
+        for k in ("num_missing", "num_absent", "num_samples", "num_errors"):
+            writer.scalar(f"vbvr/{k}", summary.get(k, 0), step)
         writer.text("vbvr/summary", table, step)
     return table
+
+
+def score_arms(
+    out: str | Path,
+    arms: Sequence[str],
+    samples: Sequence[BenchSample],
+    absent: Sequence[AbsentSample],
+    bench_root: str | Path,
+    evalkit_dir: str | Path | None,
+    python: str | None = None,
+    retry: str = "",
+) -> dict:
+    """Scores each arm's videos `out/videos/<arm>` with the EvalKit; a failure is returned, not raised.
+
+    The EvalKit writes into `out/evalkit/<arm>`, TensorBoard scalars go to `out/tb/evalkit_<arm>`;
+    nothing else in `out` is touched, so a failed scoring leaves every video and record as it was.
+    `retry`: the command that scores the finished run again (put in the messages).
+
+    Returns {"videos": {arm: folder}, "scoring": {status: "scored" | "failed" | "not requested",
+    evalkit, python, retry, error (failed)}, <arm>: `summarize(...)` for every arm scored,
+    "table": markdown}.
+    """
+    from cosjax.logging import Writer
+
+    out = Path(out)
+    summary: dict = {"videos": {arm: str(out / "videos" / arm) for arm in arms}}
+    if not evalkit_dir:
+        summary["scoring"] = {"status": "not requested", "retry": retry}
+        summary["table"] = f"no evalkit=PATH given: videos written, not scored; to score them: {retry}"
+        return summary
+    scoring = {"status": "scored", "evalkit": str(evalkit_dir), "python": python, "retry": retry}
+    summary["scoring"] = scoring
+    tables = []
+    try:
+        scoring["python"] = resolve_python(python)
+        for arm in arms:
+            report = run_evalkit(
+                evalkit_dir, out / "videos" / arm, bench_root, out / "evalkit" / arm, scoring["python"]
+            )
+            summary[arm] = summarize(report, samples, absent)
+            writer = Writer(out / "tb" / f"evalkit_{arm}")
+            tables.append(f"### {arm}\n{log_summary(writer, summary[arm])}")
+            writer.close()
+    except EvalKitError as e:
+        scoring.update(status="failed", error=str(e))
+        tables.append(
+            f"EvalKit scoring failed; every video and record is kept.\n{e}\n"
+            f"retry once fixed (nothing is regenerated): {retry}"
+        )
+    summary["table"] = "\n\n".join(tables)
+    return summary
+
+
+def retry_command(run_dir: str | Path, evalkit_dir: str | Path | None, python: str | None = None) -> str:
+    """The command line that scores a finished ensemble run folder without regenerating anything."""
+    import shlex
+
+    words = ["cosjax", "score", str(run_dir), "--evalkit", str(evalkit_dir or "PATH/TO/VBVR-EvalKit")]
+    if python:
+        words += ["--python", str(python)]
+    return shlex.join(words)

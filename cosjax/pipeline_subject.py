@@ -4,6 +4,9 @@ Each bench sample is generated at its ground truth's frame count and its first f
 rounded as VBVR's reference pipeline does (`cosjax.data.vbvr_bench.generation_size`), one sample per
 batch (sizes differ). There is no per-video scorer here: `score` returns None, experiments measure
 agreement with the clean run, and the `ensemble` experiment scores its videos with VBVR-EvalKit.
+The bench is listed by `cosjax.data.vbvr_bench.inspect_bench` (cross-checked against its
+VBVR-Bench.json); samples it lists that are absent from the folder are never generated and count
+as missing in the ensemble's scores.
 """
 
 from __future__ import annotations
@@ -18,6 +21,28 @@ from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
 from cosjax.subjects import CaseRef, parse_data
 
 
+def bench_cases(index, per_group: int | None) -> tuple[list[CaseRef], list]:
+    """The first `per_group` listed samples (None = all) of every task, in bench order, as
+    (cases for the samples on disk, `AbsentSample`s among those chosen).
+
+    Absent samples take their place in the count, so the chosen set is the same whether or not
+    some of it is missing. `index`: a `cosjax.data.vbvr_bench.BenchIndex`.
+    """
+    listed = sorted([*index.samples, *index.absent], key=lambda s: (s.split, s.task, s.index))
+    cases, absent, taken, gone = [], [], {}, set(index.absent)
+    for s in listed:
+        n = taken.get((s.split, s.task), 0)
+        if per_group is not None and n >= per_group:
+            continue
+        taken[(s.split, s.task)] = n + 1
+        if s in gone:
+            absent.append(s)
+        else:
+            split = "in_domain" if s.in_domain else "held_out"
+            cases.append(CaseRef(f"{s.split}-{s.task}-{s.index}", s.task, split, s.category, s))
+    return cases, absent
+
+
 class PipelineSubject:
     """Args:
     model: a folder `cosjax convert` wrote from a whole repo (DiT experts, VAE, text encoder).
@@ -29,14 +54,15 @@ class PipelineSubject:
     fps = 16
 
     def __init__(self, model: str | Path, data: str = "", preset: str = "vbvr", **pipeline_kwargs):
-        from cosjax.data.vbvr_bench import scan_bench
+        from cosjax.data.vbvr_bench import inspect_bench
         from cosjax.pipeline import Pipeline
 
         kind, root = parse_data(data)
         if kind != "vbvr-bench":
             raise ValueError(f"a Wan checkpoint runs on --data vbvr-bench:PATH, got {data!r}")
         self.bench_root = Path(root)
-        self.samples = scan_bench(self.bench_root)  # reports a malformed folder before any loading
+        self.index = inspect_bench(self.bench_root)  # reports a malformed folder before any loading
+        self.samples = self.index.samples
         self.path, self.preset = Path(model), preset
         self.pipe = Pipeline.from_pretrained(model, preset=preset, **pipeline_kwargs)
         if self.pipe.vae is None:
@@ -70,15 +96,8 @@ class PipelineSubject:
         return make_sampler(self.pipe.dit.config, self.pipe.dit.experts, self.settings(**overrides))
 
     def cases(self, spec: str, per_group: int | None, seed0: int = 0) -> list[CaseRef]:
-        """The first `per_group` samples (None = all) of every task, in bench order."""
-        out, taken = [], {}
-        for s in self.samples:
-            n = taken.get((s.split, s.task), 0)
-            if per_group is None or n < per_group:
-                taken[(s.split, s.task)] = n + 1
-                split = "in_domain" if s.in_domain else "held_out"
-                out.append(CaseRef(f"{s.split}-{s.task}-{s.index}", s.task, split, s.category, s))
-        return out
+        """The first `per_group` listed samples (None = all) of every task, on disk (`bench_cases`)."""
+        return bench_cases(self.index, per_group)[0]
 
     def size(self, case: CaseRef) -> tuple[int, int, int]:
         from cosjax.data.vbvr_bench import generation_size
@@ -126,28 +145,30 @@ class PipelineSubject:
         return write_video(video_path(root, case.source), video, fps=self.fps)
 
     def evaluate_arms(self, setup, config, rows: list[dict]) -> dict:
-        """Scores each arm's video folder with VBVR-EvalKit (when `config.evalkit` is set)."""
-        from cosjax.evalkit import log_summary, run_evalkit, summarize
-        from cosjax.logging import Writer
+        """Scores the run's videos with VBVR-EvalKit (`score_bench_run`; only process 0 scores)."""
+        if not setup.folder.writes:
+            return {"scoring": {"status": "on process 0"}, "table": ""}
+        python = getattr(config, "evalkit_python", None)
+        return score_bench_run(setup.folder.out, self.index, config.cases, config.evalkit, python)
 
-        summary: dict = {
-            "videos": {arm: str(setup.folder.out / "videos" / arm) for arm in ("plain", "ensemble")}
-        }
-        if not config.evalkit:
-            summary["table"] = "no evalkit=PATH given: videos written, not scored"
-            return summary
-        samples = [c.source for c in setup.cases]
-        tables = []
-        for arm in ("plain", "ensemble"):
-            report = run_evalkit(
-                config.evalkit,
-                setup.folder.out / "videos" / arm,
-                self.bench_root,
-                setup.folder.out / "evalkit" / arm,
-            )
-            summary[arm] = summarize(report, samples)
-            writer = Writer(setup.folder.out / "tb" / f"evalkit_{arm}")
-            tables.append(f"### {arm}\n{log_summary(writer, summary[arm])}")
-            writer.close()
-        summary["table"] = "\n\n".join(tables)
-        return summary
+
+ARMS = ("plain", "ensemble")
+
+
+def score_bench_run(out, index, per_group: int | None, evalkit, python: str | None = None) -> dict:
+    """Scores `out/videos/{plain,ensemble}` with VBVR-EvalKit (`cosjax.evalkit.score_arms`).
+
+    The scored set is `bench_cases(index, per_group)`; its absent samples count as missing. Not
+    requested without `evalkit`; a failure is in the returned "scoring" entry, never raised (every
+    video and record is kept; the "retry" command there scores the run folder again). Adds "bench":
+    the folder's counts against the published 100 tasks x 5 samples.
+    """
+    from cosjax.evalkit import retry_command, score_arms
+
+    cases, absent = bench_cases(index, per_group)
+    retry = retry_command(out, evalkit, python)
+    samples = [c.source for c in cases]
+    summary = score_arms(out, ARMS, samples, absent, index.root, evalkit, python, retry)
+    summary["bench"] = index.counts()
+    summary["table"] = f"{index.describe()}\n\n{summary['table']}"
+    return summary

@@ -3,6 +3,7 @@
     cosjax run ensemble                                    # embedded model, 8 cases per family and split
     cosjax run ensemble --data toy:@both cases=100 seeds=3
     cosjax run ensemble --model ckpt/vbvr-wan2.2 --data vbvr-bench:VBVR-Bench-Data evalkit=../VBVR-EvalKit
+    cosjax score runs/ensemble --evalkit ../VBVR-EvalKit --python ../evalkit-venv/bin/python   # retry
 
 The ensemble (`cosjax.ensemble`) runs `seeds` trajectories whose residual streams at `layers`
 (None = the middle layers [L/2, 3L/4), the paper's 20-29 of 40) are replaced by their mean across
@@ -17,17 +18,31 @@ the key.
 Toy subject: videos are scored at once by the task scorers. VBVR-Bench: both arms' videos are written
 in the EvalKit layout under `videos/plain/` and `videos/ensemble/`; with `evalkit=PATH` the EvalKit's
 task-specific scoring runs on each and overall / in-domain / out-of-domain / per-category means
-are logged (missing videos counted as failures, see `cosjax.evalkit.summarize`).
+are logged (missing videos and samples absent from the bench counted as failures, see
+`cosjax.evalkit.summarize`).
+
+The EvalKit runs under `evalkit_python=PY` (else $COSJAX_EVALKIT_PYTHON, else cosjax's own
+interpreter), which needs what it imports (`pip install "cosjax[evalkit]"`); that is checked before
+generating starts (a warning: the videos are worth keeping either way). If scoring fails, every
+video and record stays, results.json is written with the error, the command exits with status 3,
+and `cosjax score RUN_DIR --evalkit PATH [--python PY]` (the `score` function here) scores the
+finished folder without loading the model or generating anything. Rerunning the same `cosjax run`
+command resumes straight to scoring too, but loads the model first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+from pathlib import Path
 
 import jax
 
 from cosjax.transforms import ensemble
 from experiments import common
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +54,8 @@ class Config(common.BaseConfig):
     score_seed: which seed's video is scored as the ensemble's output.
     success: score threshold of a solved case.
     evalkit: VBVR-EvalKit folder (VBVR-Bench only).
+    evalkit_python: the interpreter that runs the EvalKit (None: $COSJAX_EVALKIT_PYTHON, else
+      cosjax's own).
     """
 
     data: str = "toy:@both"
@@ -48,9 +65,32 @@ class Config(common.BaseConfig):
     score_seed: int = 0
     success: float = 0.5
     evalkit: str | None = None
+    evalkit_python: str | None = None
+
+
+def _check_scoring(config: Config, out) -> None:
+    """Warns now, not after hours of generation, when the EvalKit cannot run as configured."""
+    from cosjax.evalkit import check_evalkit, retry_command
+    from cosjax.parallel import is_main_process
+
+    if not config.evalkit or not is_main_process():
+        return
+    if not config.data.startswith("vbvr-bench:"):
+        log.warning("evalkit=%s is ignored: %s is scored by its task scorers", config.evalkit, config.data)
+        return
+    problem = check_evalkit(config.evalkit, config.evalkit_python)
+    if problem:
+        retry = retry_command(out or "runs/ensemble", config.evalkit, config.evalkit_python)
+        log.warning(
+            "the EvalKit cannot run as configured, so scoring at the end will fail (the videos and "
+            "records are kept; once fixed, score them with: %s):\n%s",
+            retry,
+            problem,
+        )
 
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
+    _check_scoring(config, out)
     setup = common.prepare("ensemble", config, model, out)
     if not 0 <= config.score_seed < config.seeds:
         raise ValueError(f"score_seed {config.score_seed} not in [0, {config.seeds})")
@@ -114,4 +154,68 @@ def finish(setup, config: Config) -> dict:
     setup.writer.text("summary", summary.get("table", ""))
     setup.writer.close()
     setup.folder.write_results(summary, rows)
+    _raise_if_scoring_failed(summary, setup.folder.out)
+    return summary
+
+
+def _raise_if_scoring_failed(summary: dict, out) -> None:
+    from cosjax.evalkit import EvalKitError
+
+    scoring = summary.get("scoring", {})
+    if scoring.get("status") == "failed":
+        raise EvalKitError(
+            f"{scoring['error']}\n\nEvery video and record is kept in {out} (results.json holds the "
+            f"records and this error). Once fixed, score without regenerating: {scoring['retry']}"
+        )
+
+
+def score(run_dir, evalkit: str | None = None, python: str | None = None, bench: str | None = None) -> dict:
+    """Scores a finished VBVR-Bench ensemble run folder with the EvalKit: no model, no generation.
+
+    Args:
+      run_dir: the run's --out folder (every case must have its record).
+      evalkit, python: the EvalKit folder and its interpreter (default: the run's `evalkit` /
+        `evalkit_python` settings; then $COSJAX_EVALKIT_PYTHON, then this interpreter).
+      bench: the bench folder to score against (default: the run's `--data vbvr-bench:PATH`), e.g. a
+        local copy of a bench the run read from a bucket.
+
+    Rewrites results.json (same records, new scores) and logs to TensorBoard like the run's own
+    scoring step. Raises EvalKitError (exit status 3 from the CLI) if scoring fails again, leaving
+    the folder as it was apart from results.json's "scoring" entry.
+    """
+    from cosjax.data.vbvr_bench import inspect_bench
+    from cosjax.logging import Writer
+    from cosjax.pipeline_subject import bench_cases, score_bench_run
+    from cosjax.runs import RunFolder
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: give the --out folder of a `cosjax run ensemble`")
+    stored = json.loads(config_file.read_text())
+    if stored.get("experiment") != "ensemble":
+        raise ValueError(f"{run_dir} is a {stored.get('experiment')!r} run; only ensemble runs are scored")
+    cfg = stored["config"]
+    kind, _, root = cfg["data"].partition(":")
+    if kind != "vbvr-bench":
+        raise ValueError(f"{run_dir} ran on {cfg['data']!r}: toy runs are scored as their cases finish")
+    evalkit, python = evalkit or cfg.get("evalkit"), python or cfg.get("evalkit_python")
+    if not evalkit:
+        raise ValueError("no EvalKit folder: pass --evalkit PATH (a VBVR-EvalKit checkout)")
+    index = inspect_bench(bench or root)
+    cases, _ = bench_cases(index, cfg["cases"])
+    folder = RunFolder(run_dir, stored)
+    unfinished = [c.id for c in cases if not folder.finished(c.id)]
+    if unfinished:
+        raise ValueError(
+            f"{len(unfinished)} of {len(cases)} cases in {run_dir} have no record yet ({unfinished[0]}, "
+            "...): finish the run first by rerunning its `cosjax run ensemble` command (it resumes)"
+        )
+    rows = folder.records(c.id for c in cases)
+    summary = score_bench_run(run_dir, index, cfg["cases"], evalkit, python)
+    writer = Writer(run_dir / "tb")
+    writer.text("summary", summary["table"])
+    writer.close()
+    folder.write_results(summary, rows)
+    _raise_if_scoring_failed(summary, run_dir)
     return summary

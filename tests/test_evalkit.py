@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,151 @@ def test_parse_results_reads_the_evalkit_format(tmp_path):
     path.write_text(json.dumps({"model_name": "m", "samples": [sample], "summary": summary}))
     report = ek.parse_results(path)
     assert report.scores == {"In-Domain_50/G-3_x/00002": 0.25} and report.evalkit_summary == summary
+
+
+# --- the EvalKit's interpreter, its pre-flight check, scoring failures ------------------------------
+
+
+def failing_python(tmp_path: Path) -> Path:
+    """An interpreter without the EvalKit's requirements: every run fails as a Python without cv2."""
+    exe = tmp_path / "bin" / "python-without-cv2"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text(
+        "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n"
+        "echo \"ModuleNotFoundError: No module named 'cv2'\" >&2\nexit 1\n"
+    )
+    exe.chmod(0o755)
+    return exe
+
+
+def test_interpreter_setting_then_environment_then_our_own(tmp_path, monkeypatch):
+    import sys
+
+    bad = failing_python(tmp_path)
+    monkeypatch.delenv(ek.PYTHON_ENV, raising=False)
+    assert ek.resolve_python(None) == sys.executable
+    monkeypatch.setenv(ek.PYTHON_ENV, str(bad))
+    assert ek.resolve_python(None) == str(bad)
+    assert ek.resolve_python(sys.executable) == sys.executable  # the setting wins
+    assert ek.resolve_python("sh") == shutil.which("sh")  # a bare name is looked up on PATH
+    with pytest.raises(ek.EvalKitError, match=r"'/nowhere/python' \(from evalkit_python\)"):
+        ek.resolve_python("/nowhere/python")
+    monkeypatch.setenv(ek.PYTHON_ENV, str(tmp_path))  # a folder
+    with pytest.raises(ek.EvalKitError, match=f"from {ek.PYTHON_ENV}"):
+        ek.resolve_python(None)
+
+
+def test_check_evalkit_tries_the_scripts_own_imports(tmp_path):
+    import sys
+
+    assert ek.check_evalkit(FAKE_EVALKIT, sys.executable) is None
+    problem = ek.check_evalkit(FAKE_EVALKIT, str(failing_python(tmp_path)))
+    assert "No module named 'cv2'" in problem and "cosjax[evalkit]" in problem
+    assert str(FAKE_EVALKIT / "requirements.txt") in problem
+    kit = (
+        tmp_path / "kit"
+    )  # a script importing a package its folder lacks, as the real one imports vbvr_bench
+    kit.mkdir()
+    (kit / "run_evaluation.py").write_text("import os\nfrom no_such_pkg.evaluators import get_evaluator\n")
+    assert "No module named 'no_such_pkg'" in ek.check_evalkit(kit, sys.executable)
+    (kit / "no_such_pkg").mkdir()
+    (kit / "no_such_pkg" / "evaluators.py").write_text("get_evaluator = None\n")
+    assert ek.check_evalkit(kit, sys.executable) is None  # found in the EvalKit's folder, as the script does
+    assert "not found" in ek.check_evalkit(tmp_path / "nowhere", sys.executable)
+
+
+def test_failure_names_the_interpreter_the_stderr_and_the_fix(bench, tmp_path):
+    samples = vb.scan_bench(bench)
+    generate(samples[:1], tmp_path / "m")
+    bad = failing_python(tmp_path)
+    with pytest.raises(ek.EvalKitError) as e:
+        ek.run_evalkit(FAKE_EVALKIT, tmp_path / "m", bench, tmp_path / "eval", python=str(bad))
+    msg = str(e.value)
+    assert f"with interpreter {bad}" in msg and "No module named 'cv2'" in msg
+    assert f"{bad} -m pip install 'cosjax[evalkit]'" in msg and "evalkit_python=PY" in msg
+    with pytest.raises(ek.EvalKitError, match="reads local folders only.*gs://b/m"):
+        ek.run_evalkit(FAKE_EVALKIT, "gs://b/m", bench, tmp_path / "eval")
+
+
+def test_score_arms_keeps_everything_on_failure_and_scores_on_retry(bench, tmp_path):
+    import sys
+
+    samples = vb.scan_bench(bench)
+    absent = [vb.AbsentSample("Out-of-Domain_50", "O-39_maze_data-generator", "00002")]
+    out = tmp_path / "run"
+    for arm in ("plain", "ensemble"):
+        generate(samples, out / "videos" / arm)
+    before = {p: p.read_bytes() for p in out.rglob("*.mp4")}
+    failed = ek.score_arms(
+        out,
+        ("plain", "ensemble"),
+        samples,
+        absent,
+        bench,
+        FAKE_EVALKIT,
+        str(failing_python(tmp_path)),
+        retry="cosjax score RUN",
+    )
+    assert failed["scoring"]["status"] == "failed" and "plain" not in failed
+    assert "No module named 'cv2'" in failed["scoring"]["error"] and "cosjax score RUN" in failed["table"]
+    assert {p: p.read_bytes() for p in out.rglob("*.mp4")} == before  # every video kept
+    scored = ek.score_arms(out, ("plain", "ensemble"), samples, absent, bench, FAKE_EVALKIT, sys.executable)
+    assert scored["scoring"] == {
+        "status": "scored",
+        "evalkit": str(FAKE_EVALKIT),
+        "python": sys.executable,
+        "retry": "",
+    }
+    for arm in ("plain", "ensemble"):
+        s = scored[arm]
+        assert (s["num_samples"], s["num_missing"], s["num_absent"]) == (7, 1, 1)
+        assert s["missing"] == s["absent"] == [absent[0].key]
+        assert s["overall"] == pytest.approx(s["skip_missing"]["overall"] * 6 / 7)
+    none = ek.score_arms(out, ("plain",), samples, absent, bench, None, retry="cosjax score RUN")
+    assert none["scoring"]["status"] == "not requested" and "cosjax score RUN" in none["table"]
+
+
+def test_retry_command_round_trips_through_the_cli_parser(tmp_path):
+    import shlex
+
+    from cosjax.cli import build_parser
+
+    cmd = ek.retry_command(tmp_path / "my run", "../VBVR-EvalKit", "/opt/ek venv/bin/python")
+    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    assert (args.command, args.run_dir, args.evalkit, args.python) == (
+        "score",
+        str(tmp_path / "my run"),
+        "../VBVR-EvalKit",
+        "/opt/ek venv/bin/python",
+    )
+
+
+# The third-party modules VBVR-EvalKit's run_evaluation.py and its evaluators import (read from
+# Video-Reason/VBVR-EvalKit at 275472f: numpy, tqdm, cv2, PIL) -> the distribution that provides them.
+EVALKIT_IMPORTS = {"cv2": "opencv-python-headless", "PIL": "pillow", "numpy": "numpy", "tqdm": "tqdm"}
+
+
+def test_evalkit_extra_provides_what_the_evalkit_imports():
+    import re
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["evalkit"]
+    names = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in extra}
+    assert set(EVALKIT_IMPORTS.values()) <= names, extra
+
+
+@pytest.mark.skipif(
+    not os.environ.get("COSJAX_TEST_EVALKIT"), reason="set COSJAX_TEST_EVALKIT=VBVR-EvalKit dir"
+)
+def test_the_real_evalkit_scores_our_videos(bench, tmp_path):
+    """Opt-in: the real run_evaluation.py (and $COSJAX_EVALKIT_PYTHON, if set) on videos we write."""
+    kit = os.environ["COSJAX_TEST_EVALKIT"]
+    assert ek.check_evalkit(kit) is None
+    samples = vb.scan_bench(bench)
+    generate(samples, tmp_path / "m", black={samples[0].key})
+    report = ek.run_evalkit(kit, tmp_path / "m", bench, tmp_path / "eval")
+    assert set(report.scores) == {s.key for s in samples} and not report.errors, report.errors
+    assert all(0.0 <= v <= 1.0 for v in report.scores.values())
+    summary = ek.summarize(report, samples)
+    assert summary["evalkit_reported"]["overall"] == pytest.approx(summary["skip_missing"]["overall"])

@@ -93,3 +93,89 @@ def test_malformed_bench_is_reported_before_loading(model, bench, tmp_path):
     with pytest.raises(BenchDataError, match="prompt.txt"):
         run("trajectory", model, broken, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_absent_sample_and_failed_scoring_keep_the_run_and_cosjax_score_retries(
+    model, bench, tmp_path, caplog, capsys, monkeypatch
+):
+    """A bench missing one listed sample and an EvalKit interpreter without cv2: the run completes on
+    the rest (named, counted missing), scoring fails with why and how; `cosjax score` then scores it."""
+    import logging
+    import shutil
+    import sys
+
+    from test_evalkit import failing_python
+
+    from cosjax.cli import main
+
+    partial = Path(shutil.copytree(bench, tmp_path / "VBVR-Bench-Data"))
+    gone = "Out-of-Domain_50/O-39_maze_data-generator/00000"
+    shutil.rmtree(partial / gone)
+    out, bad = tmp_path / "ens", failing_python(tmp_path)
+    argv = ["run", "ensemble", "--model", model, "--data", f"vbvr-bench:{partial}", "--out", str(out)]
+    argv += [
+        "--quiet",
+        "cases=1",
+        "seeds=2",
+        f"steps={STEPS}",
+        f"evalkit={FAKE_EVALKIT}",
+        f"evalkit_python={bad}",
+    ]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 3
+    assert gone in caplog.text and "counted missing" in caplog.text  # named when the bench is read
+    assert (
+        "scoring at the end will fail" in caplog.text and "No module named 'cv2'" in caplog.text
+    )  # pre-flight
+    err = capsys.readouterr().err
+    assert f"interpreter {bad}" in err and "No module named 'cv2'" in err and "cosjax[evalkit]" in err
+    assert f"cosjax score {out} --evalkit {FAKE_EVALKIT} --python {bad}" in err
+
+    # otherwise complete: the first sample of each task on disk generated, both arms' videos, records
+    ids = [
+        "In-Domain_50-G-3_stable_sort_data-generator-00000",
+        "In-Domain_50-O-10_shape_outline_fill_data-generator-00000",
+    ]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["case"] for r in results["cases"]] == ids
+    assert results["summary"]["scoring"]["status"] == "failed"
+    assert results["summary"]["bench"]["Out-of-Domain_50"]["samples_absent"] == 1
+    videos = {p: p.read_bytes() for p in (out / "videos").rglob("*.mp4")}
+    records = {p: p.read_bytes() for p in (out / "cases").glob("*.json")}
+    assert len(videos) == 4 and len(records) == 2
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("cosjax score must not load the model")
+
+    monkeypatch.setattr(cj.Pipeline, "from_pretrained", no_model)
+    assert main(["score", str(out), "--python", sys.executable]) == 0
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["scoring"]["status"] == "scored" and summary["scoring"]["python"] == sys.executable
+    for arm in ("plain", "ensemble"):
+        s = summary[arm]
+        assert (s["num_samples"], s["num_scored"], s["num_missing"], s["num_absent"]) == (3, 2, 1, 1)
+        assert s["missing"] == s["absent"] == [gone] and s["out_of_domain"] == 0.0
+        assert 0.0 < s["overall"] <= 2 / 3
+    assert {p: p.read_bytes() for p in (out / "videos").rglob("*.mp4")} == videos  # nothing regenerated
+    assert {p: p.read_bytes() for p in (out / "cases").glob("*.json")} == records
+    assert "1 of them absent from the bench folder" in capsys.readouterr().out
+
+
+def test_cosjax_score_refuses_what_it_cannot_score(bench, tmp_path):
+    from experiments.ensemble import score
+
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        score(tmp_path / "nothing", evalkit=str(FAKE_EVALKIT))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {"experiment": "ensemble", "config": {"data": f"vbvr-bench:{bench}", "cases": 1}}
+    for change, message in [
+        ({"experiment": "trajectory"}, "only ensemble runs are scored"),
+        ({"config": {"data": "toy:@both", "cases": 1}}, "toy runs are scored as their cases finish"),
+        ({}, r"3 of 3 cases .* have no record yet .*rerunning its `cosjax run ensemble`"),
+    ]:
+        (run_dir / "config.json").write_text(json.dumps(config | change))
+        with pytest.raises(ValueError, match=message):
+            score(run_dir, evalkit=str(FAKE_EVALKIT))
+    with pytest.raises(ValueError, match="pass --evalkit PATH"):
+        score(run_dir)
