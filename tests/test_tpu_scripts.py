@@ -375,6 +375,9 @@ def test_setup_dry_run_local_copy(env, tmp_path):
     assert 'if [ -f "$installed" ]' in script
     assert '-m pip install --quiet ${pip_args[@]+"${pip_args[@]}"} "$JAX_SPEC"' in script
     assert "JAX_SPEC='jax[tpu]'" in script and '-e "$REPO_DIR"' in script
+    # cosjax is installed with the evalkit extra (what VBVR-EvalKit imports) on every worker
+    assert "EXTRAS=evalkit\n" in script and 'target="${REPO_DIR}[$EXTRAS]"' in script
+    assert '-e "$target"' in script
     assert tar[2].endswith("/cosjax-tpu-src.XXXXXX") and not list(tmp_path.glob("cosjax-tpu-src.*"))
 
 
@@ -427,7 +430,7 @@ def test_setup_runs_and_is_idempotent(recording, tmp_path):
     assert not list(tmp_path.glob("cosjax-tpu-src.*"))  # and the local tarball too
     installs = pip_log.read_text().splitlines()
     assert installs[0] == f"venv {home / 'cosjax-venv'}"
-    assert installs[-1] == f"pip install --quiet jax[tpu] -e {code} etils[epath-gcs]"
+    assert installs[-1] == f"pip install --quiet jax[tpu] -e {code}[evalkit] etils[epath-gcs]"
 
     second = sh("setup.sh", env=recording, tpu=tpu)
     assert second.returncode == 0, second.stderr
@@ -443,6 +446,15 @@ def test_setup_runs_and_is_idempotent(recording, tmp_path):
     assert (code / "cosjax" / "__init__.py").read_text() == "x = 1\n"
     assert "venv: " in third.stdout and "exists" in third.stdout
     assert pip_log.read_text().splitlines()[-1].startswith("pip install --quiet jax[tpu]==0.10.2 -e ")
+
+    fourth = sh("setup.sh", env=recording, tpu=tpu, JAX_SPEC="jax[tpu]==0.10.2", EXTRAS="")
+    assert fourth.returncode == 0, fourth.stderr
+    assert (
+        pip_log.read_text().splitlines()[-1]
+        == f"pip install --quiet jax[tpu]==0.10.2 -e {code} etils[epath-gcs]"
+    )
+    bad = sh("setup.sh", "--dry-run", env=recording, tpu=tpu, EXTRAS="evalkit]; rm -rf")
+    assert bad.returncode != 0 and "EXTRAS must be comma-separated extra names" in bad.stderr
 
 
 # --- run.sh ---------------------------------------------------------------------------------------
@@ -635,3 +647,106 @@ def test_dry_run_from_the_environment(env):
     proc = sh("delete.sh", env=env, DRY_RUN="1")
     assert proc.returncode == 0 and "FAKE GCLOUD CALLED" not in proc.stderr, proc.stderr
     assert proc.stdout.startswith("gcloud compute tpus queued-resources delete fake-qr ")
+
+
+# --- accelerator spelling, one-worker commands ------------------------------------------------------
+
+
+def test_create_refuses_the_v5e_spelling_gcloud_does_not_know(env):
+    proc = sh("create.sh", "--dry-run", env=env, ACCELERATOR="v5e-8")
+    assert proc.returncode != 0 and "set ACCELERATOR=v5litepod-8" in proc.stderr
+    (create,) = gcloud_calls(dry("create.sh", "--no-wait", env=env, ACCELERATOR="v5litepod-8"), "compute")
+    assert flag(create, "--accelerator-type") == "v5litepod-8"
+    assert flag(create, "--runtime-version") == "v2-alpha-tpuv5-lite"
+    proc = sh("create.sh", "--dry-run", env=env, ACCELERATOR="v6e 8")
+    assert proc.returncode != 0 and "must look like v6e-8" in proc.stderr
+
+
+def test_run_on_one_worker_is_a_single_process(env, recording, tmp_path):
+    (command,) = dry("run.sh", "--worker", "2", "score", "runs/ens", env=env, NUM_WORKERS="4")
+    assert "--worker=2" in command
+    script = remote_script(command)
+    assert "WORKER=2\n" in script and "DISTRIBUTED=0\n" in script
+    assert shlex.split(script.split("set -- ", 1)[1].split("\n", 1)[0]) == ["score", "runs/ens"]
+    for k, bad in ((4, "4"), (4, "x")):
+        proc = sh("run.sh", "--dry-run", "--worker", bad, "demo", env=env, NUM_WORKERS=str(k))
+        assert proc.returncode != 0 and "--worker must be a worker index from 0 to 3" in proc.stderr
+
+    venv_bin = tmp_path / "remote" / "worker-0" / "cosjax-venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    _write_exe(venv_bin / "cosjax", FAKE_COSJAX)
+    (tmp_path / "remote" / "worker-0" / "cosjax").mkdir()
+    proc = sh("run.sh", "--run-name", "one", "--worker=0", "score", "x", env=recording, NUM_WORKERS="2")
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "logs" / "one" / "worker-0.log").read_text()
+    assert "arg[score]" in log and "COSJAX_DISTRIBUTED=\n" in log  # not joined to the other hosts
+    assert not (tmp_path / "logs" / "one" / "worker-1.log").exists()
+    assert "workers: 0\n" in (tmp_path / "logs" / "one" / "run.txt").read_text()
+    assert "worker 0 finished" in proc.stderr
+
+
+# --- the README commands parse with the real CLI ---------------------------------------------------
+
+
+def readme_commands(path: Path) -> list[list[str]]:
+    """The `cosjax ...` command lines in PATH's code blocks (a `tpu/run.sh [its options] ...` line
+    counts as `cosjax ...`), continuation lines joined and comments dropped."""
+    commands, block, pending = [], False, ""
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            block, pending = not block, ""
+            continue
+        if not block:
+            continue
+        line = pending + line.strip()
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["tpu/run.sh"]:
+            words = words[1:]
+            while words and words[0].startswith("-"):
+                option = words.pop(0)
+                if option == "--":
+                    break
+                if option in ("--run-name", "--worker"):
+                    words.pop(0)
+            commands.append(["cosjax", *words])
+        elif words[:1] == ["cosjax"]:
+            commands.append(words)
+    return commands
+
+
+def check_cosjax_command(argv: list[str]) -> None:
+    """Parses ARGV as `cosjax.cli.main` does, then checks NAME=VALUE settings and --data too."""
+    sys.path.insert(0, str(REPO))
+    import experiments
+    from cosjax.cli import build_parser
+    from cosjax.subjects import parse_data
+    from experiments.common import parse_overrides
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv[1:])
+    assert not extra or (
+        args.command in ("run", "train-toy") and not any(a.startswith("-") for a in extra)
+    ), f"unrecognized arguments {extra} in: {shlex.join(argv)}"
+    if args.command == "run":
+        parse_overrides(experiments.get(args.name).Config, [*args.overrides, *extra])
+        if args.data is not None:
+            parse_data(args.data)
+
+
+@pytest.mark.parametrize("readme", ["tpu/README.md", "README.md"])
+def test_readme_commands_parse_with_the_real_cli(readme, capsys):
+    commands = readme_commands(REPO / readme)
+    assert len(commands) >= (8 if readme.startswith("tpu") else 3)
+    for argv in commands:
+        try:
+            check_cosjax_command(argv)
+        except SystemExit as e:  # argparse's usage error
+            pytest.fail(f"{readme}: `{shlex.join(argv)}` does not parse: {capsys.readouterr().err}")
+            raise AssertionError from e
+    if readme.startswith("tpu"):  # the whole bench run, from create to scores
+        names = [a[1] for a in commands]
+        assert "run" in names and "score" in names

@@ -31,6 +31,7 @@ for arg in "$@"; do
 done
 
 require PROJECT ZONE NAME QR_ID ACCELERATOR RUNTIME PROVISIONING
+check_accelerator
 require_gcloud
 case $PROVISIONING in
   spot) provisioning=(--spot) ;;

@@ -12,7 +12,7 @@ if [ -z "${NAME:-}" ]; then      # TPU VM (node) name: lowercase letters, digits
   unset _user
 fi
 : "${QR_ID:=${NAME}-qr}"          # queued-resource id that owns the node
-: "${ACCELERATOR:=v6e-8}"         # accelerator type: v6e-8 (1 host, 8 chips), v5p-32 (4 hosts, 16 chips), ...
+: "${ACCELERATOR:=v6e-8}"         # as gcloud spells it: v6e-8 (1 host, 8 chips), v5p-32 (4 hosts), v5litepod-8
 : "${PROVISIONING:=spot}"         # spot | reserved | on-demand (spot is cheapest and can be preempted)
 
 # Runtime (VM image); derived from ACCELERATOR unless set.
@@ -39,6 +39,7 @@ fi
 : "${PYTHON:=python3.11}"   # interpreter the venv is made from (cosjax needs >= 3.11)
 : "${INSTALL_PYTHON:=1}"    # 1: apt-get install $PYTHON and $PYTHON-venv on a worker that lacks them
 : "${JAX_SPEC:=jax[tpu]}"   # what pip installs for JAX on TPU (pin it for reproducible runs: jax[tpu]==X)
+: "${EXTRAS=evalkit}"       # cosjax extras installed (comma separated; evalkit: what VBVR-EvalKit imports)
 : "${PIP_EXTRA:=etils[epath-gcs]}"  # more packages, space separated (etils[epath-gcs]: gs:// JAX cache)
 : "${PIP_ARGS:=}"           # extra pip install arguments, space separated (e.g. -f URL)
 # Local files left out when SOURCE=local copies the checkout (tar --exclude patterns, space separated).

@@ -147,6 +147,14 @@ gcloud_ssh_flags() {
   SSH_FLAGS+=(${extra[@]+"${extra[@]}"})
 }
 
+# Fail on accelerator types gcloud does not know by that name (v5e is spelled v5litepod-N).
+check_accelerator() {
+  case $ACCELERATOR in
+    v5e-*) die "gcloud spells the v5e accelerator type v5litepod-N: set ACCELERATOR=v5litepod-${ACCELERATOR#v5e-}" ;;
+    *[!a-z0-9-]* | *-*-*) die "ACCELERATOR must look like v6e-8, v5p-32 or v5litepod-8, got '$ACCELERATOR'" ;;
+  esac
+}
+
 # The number of TPU VM hosts (workers) of a slice: NUM_WORKERS if set, else derived from ACCELERATOR.
 num_workers() {
   if [ -n "${NUM_WORKERS:-}" ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Usage: tpu/run.sh [--dry-run] [--run-name RUN] [--] COSJAX_ARGS...
+# Usage: tpu/run.sh [--dry-run] [--run-name RUN] [--worker K] [--] COSJAX_ARGS...
 #
 # Run `cosjax COSJAX_ARGS...` on every worker (host) of $NAME at once, as multi-controller JAX wants:
 # one `gcloud compute tpus tpu-vm ssh $NAME --worker=k` per worker, in the background, then wait for
@@ -19,6 +19,8 @@
 # VENV_DIR, JAX_CACHE_DIR, REMOTE_ENV, LOG_DIR, FOLLOW, SSH_INTERNAL_IP, SSH_EXTRA_ARGS, RUN_NAME.
 #   --dry-run        print the gcloud commands (with the remote script) instead of running them
 #   --run-name RUN   name of the log folder (default: date-time plus the cosjax subcommand)
+#   --worker K       run on worker K only, as a single process (no COSJAX_DISTRIBUTED): for
+#                    commands that are not one multi-host program, e.g. `cosjax score`
 #   --               end of run.sh's options (everything after it goes to cosjax)
 
 set -euo pipefail
@@ -31,6 +33,7 @@ REPO_ROOT=$(dirname "$TPU_DIR")
 . "$TPU_DIR/lib.sh"
 
 RUN_NAME=${RUN_NAME:-}
+ONLY_WORKER=""
 while [ $# -gt 0 ]; do
   case $1 in
     --run-name)
@@ -39,6 +42,12 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --run-name=*) RUN_NAME=${1#*=} ;;
+    --worker)
+      [ $# -ge 2 ] || die "--worker needs a value"
+      ONLY_WORKER=$2
+      shift
+      ;;
+    --worker=*) ONLY_WORKER=${1#*=} ;;
     --)
       shift
       break
@@ -56,6 +65,17 @@ require PROJECT ZONE NAME REPO_DIR VENV_DIR
 require_gcloud
 workers=$(num_workers)
 gcloud_ssh_flags
+# shellcheck disable=SC2034 # DISTRIBUTED is read by remote_script (through ${!var})
+if [ -n "$ONLY_WORKER" ]; then
+  [[ $ONLY_WORKER =~ ^[0-9]+$ ]] && [ "$ONLY_WORKER" -lt "$workers" ] ||
+    die "--worker must be a worker index from 0 to $((workers - 1)), got '$ONLY_WORKER'"
+  targets=("$ONLY_WORKER")
+  DISTRIBUTED=0
+else
+  targets=()
+  for ((k = 0; k < workers; k++)); do targets+=("$k"); done
+  DISTRIBUTED=1
+fi
 
 read -r -a remote_env <<<"$REMOTE_ENV"
 for kv in ${remote_env[@]+"${remote_env[@]}"}; do
@@ -80,7 +100,7 @@ esac
 
 # The script each worker runs; WORKER and the settings are assigned in front of it.
 worker_script() {
-  remote_script WORKER REPO_DIR VENV_DIR JAX_CACHE_DIR REMOTE_ENV -- "$@" <<'REMOTE'
+  remote_script WORKER DISTRIBUTED REPO_DIR VENV_DIR JAX_CACHE_DIR REMOTE_ENV -- "$@" <<'REMOTE'
 set -euo pipefail
 cd "$HOME"
 host=$(hostname)
@@ -121,7 +141,10 @@ fi
 
 [ -x "$VENV_DIR/bin/cosjax" ] || fail "$VENV_DIR/bin/cosjax not found: run tpu/setup.sh first"
 cd "$REPO_DIR" || fail "no $REPO_DIR: run tpu/setup.sh first"
-export COSJAX_DISTRIBUTED=1 PYTHONUNBUFFERED=1
+if [ "$DISTRIBUTED" = 1 ]; then
+  export COSJAX_DISTRIBUTED=1
+fi
+export PYTHONUNBUFFERED=1
 if [ -n "$JAX_CACHE_DIR" ]; then
   JAX_COMPILATION_CACHE_DIR=$(abs "$JAX_CACHE_DIR")
   export JAX_COMPILATION_CACHE_DIR
@@ -143,25 +166,26 @@ stop() {
 }
 
 if is_dry_run; then
-  echo "# $workers worker(s); logs in $run_dir"
+  echo "# ${#targets[@]} of $workers worker(s); logs in $run_dir"
 else
   [ ! -e "$run_dir" ] || die "$run_dir already exists; choose another --run-name"
   mkdir -p "$run_dir"
   {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "tpu: $NAME ($ACCELERATOR, $workers worker(s)) in $PROJECT/$ZONE"
+    echo "workers: ${targets[*]}"
     echo "command: cosjax $(shell_join "$@")"
   } >"$run_dir/run.txt"
-  info "running on $workers worker(s) of $NAME; logs in $run_dir"
+  info "running on worker(s) ${targets[*]} of the $workers of $NAME; logs in $run_dir"
   trap stop INT TERM
   set -m # each ssh in its own process group, so an interrupt can stop it with its children
 fi
 
-for ((k = 0; k < workers; k++)); do
+for k in "${targets[@]}"; do
   # shellcheck disable=SC2034 # read by remote_script (through ${!var})
   WORKER=$k
   tee=()
-  if [ "$k" = 0 ] && [ "$FOLLOW" = 1 ]; then tee=(--tee); fi
+  if [ "$k" = "${targets[0]}" ] && [ "$FOLLOW" = 1 ]; then tee=(--tee); fi
   remote=$(worker_script "$@")
   run_cmd_bg ${tee[@]+"${tee[@]}"} "$run_dir/worker-$k.log" \
     gcloud compute tpus tpu-vm ssh "$NAME" "--worker=$k" "${SSH_FLAGS[@]}" --command "$remote"
@@ -170,9 +194,10 @@ done
 is_dry_run && exit 0
 
 failed=()
-for ((k = 0; k < workers; k++)); do
+for i in "${!targets[@]}"; do
+  k=${targets[$i]}
   status=0
-  wait "${pids[$k]}" || status=$?
+  wait "${pids[$i]}" || status=$?
   echo "worker $k: exit $status" >>"$run_dir/run.txt"
   if [ "$status" != 0 ]; then failed+=("$k"); fi
 done
@@ -185,4 +210,8 @@ if [ "${#failed[@]}" -gt 0 ]; then
   done
   die "worker(s) ${failed[*]} of $workers failed; logs in $run_dir"
 fi
-info "all $workers worker(s) finished; logs in $run_dir"
+if [ "${#targets[@]}" = "$workers" ]; then
+  info "all $workers worker(s) finished; logs in $run_dir"
+else
+  info "worker ${targets[*]} finished; logs in $run_dir"
+fi

@@ -10,11 +10,12 @@
 #      SOURCE=git clones REPO_URL at REPO_BRANCH, or fetches and checks it out if already cloned.
 #   2. $PYTHON (>= 3.11), installed with apt-get if missing and INSTALL_PYTHON=1.
 #   3. a virtualenv in VENV_DIR, created only if missing.
-#   4. pip install "$JAX_SPEC" -e REPO_DIR $PIP_EXTRA, skipped while pyproject.toml and these
-#      settings are unchanged (a stamp file in the venv records them).
+#   4. pip install "$JAX_SPEC" -e "REPO_DIR[$EXTRAS]" $PIP_EXTRA, skipped while pyproject.toml and
+#      these settings are unchanged (a stamp file in the venv records them). EXTRAS=evalkit (the
+#      default) brings what VBVR-EvalKit imports, so the ensemble's scoring runs on any worker.
 #
 # Settings (environment or tpu/env.sh): PROJECT, ZONE, NAME, SOURCE, REPO_URL, REPO_BRANCH, REPO_DIR,
-# VENV_DIR, PYTHON, INSTALL_PYTHON, JAX_SPEC, PIP_EXTRA, PIP_ARGS, COPY_EXCLUDES, SSH_INTERNAL_IP,
+# VENV_DIR, PYTHON, INSTALL_PYTHON, JAX_SPEC, EXTRAS, PIP_EXTRA, PIP_ARGS, COPY_EXCLUDES, SSH_INTERNAL_IP,
 # SSH_EXTRA_ARGS.
 #   --dry-run   print the tar/gcloud commands (with the remote script) instead of running them
 
@@ -56,8 +57,9 @@ if [ "$SOURCE" = local ]; then
   run_cmd gcloud compute tpus tpu-vm scp "$tarball" "$NAME:$UPLOAD" --worker=all "${SSH_FLAGS[@]}"
 fi
 
+[[ $EXTRAS =~ ^[a-z0-9,_-]*$ ]] || die "EXTRAS must be comma-separated extra names (e.g. evalkit), got '$EXTRAS'"
 remote=$(remote_script SOURCE REPO_URL REPO_BRANCH REPO_DIR VENV_DIR PYTHON INSTALL_PYTHON JAX_SPEC \
-  PIP_EXTRA PIP_ARGS UPLOAD <<'REMOTE'
+  EXTRAS PIP_EXTRA PIP_ARGS UPLOAD <<'REMOTE'
 set -euo pipefail
 cd "$HOME"
 host=$(hostname)
@@ -123,17 +125,19 @@ else
 fi
 
 # 4. packages
-key=$({ printf "%s\n" "$JAX_SPEC" "$PIP_EXTRA" "$PIP_ARGS"; cat "$REPO_DIR/pyproject.toml"; } |
+key=$({ printf "%s\n" "$JAX_SPEC" "$EXTRAS" "$PIP_EXTRA" "$PIP_ARGS"; cat "$REPO_DIR/pyproject.toml"; } |
   sha256sum | cut -c 1-16)
 installed="$VENV_DIR/.cosjax-installed-$key"
+target="$REPO_DIR"
+if [ -n "$EXTRAS" ]; then target="${REPO_DIR}[$EXTRAS]"; fi
 if [ -f "$installed" ] && "$VENV_DIR/bin/python" -c "import jax, cosjax" >/dev/null 2>&1; then
   say "packages: up to date"
 else
   read -r -a pip_args <<<"$PIP_ARGS"
   read -r -a pip_extra <<<"$PIP_EXTRA"
-  say "packages: pip install $JAX_SPEC -e $REPO_DIR $PIP_EXTRA"
+  say "packages: pip install $JAX_SPEC -e $target $PIP_EXTRA"
   "$VENV_DIR/bin/python" -m pip install --quiet ${pip_args[@]+"${pip_args[@]}"} "$JAX_SPEC" \
-    -e "$REPO_DIR" ${pip_extra[@]+"${pip_extra[@]}"}
+    -e "$target" ${pip_extra[@]+"${pip_extra[@]}"}
   rm -f "$VENV_DIR"/.cosjax-installed-*
   touch "$installed"
 fi
