@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax import preprocess
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
@@ -87,18 +88,7 @@ def check_size(height: int, width: int, model: ModelPreset) -> tuple[int, int]:
 
 def image_to_array(image: Any) -> np.ndarray:
     """An RGB image (PIL image, path, or uint8 / float [H, W, 3] array) -> float32 [3, H, W] in [-1, 1]."""
-    if isinstance(image, str | os.PathLike):
-        import imageio.v3 as iio
-
-        image = iio.imread(image)
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"image must be RGB [H, W, 3], got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.min() < 0.0 or arr.max() > 1.0:
-        raise ValueError("float images must hold values in [0, 1]")
-    return (arr.astype(np.float32) * 2.0 - 1.0).transpose(2, 0, 1)
+    return preprocess.to_signed(preprocess.load_rgb(image))
 
 
 def truncate_text(embeds: jax.Array, text_len: int) -> jax.Array:
@@ -149,6 +139,8 @@ class Pipeline:
       settings: the sampler settings of the chosen sampling preset.
       vae: an object with `encode(video [B, 3, F, H, W]) -> latents` and `decode(latents)`, or None.
       text_encoder: a callable `prompts -> [B, L, text_dim]` embeddings, or None.
+      preset: the sampling preset ("official" or "vbvr"); it also picks the first-frame
+        preprocessing (`cosjax.preprocess`).
     """
 
     dit: LoadedDiT
@@ -156,6 +148,7 @@ class Pipeline:
     settings: SamplerSettings
     vae: Any = None
     text_encoder: Any = None
+    preset: str = "official"
 
     @classmethod
     def from_pretrained(
@@ -196,7 +189,7 @@ class Pipeline:
             TextEncoder.from_pretrained(te_path, cache_dir=cache_dir) if text_encoder or has_te else None
         )
         settings = sampler_settings(model, preset, len(dit.experts))
-        return cls(dit, model, settings, vae=loaded_vae, text_encoder=encoder)
+        return cls(dit, model, settings, vae=loaded_vae, text_encoder=encoder, preset=preset)
 
     def sampler(self, **overrides) -> Sampler:
         """The pure sampling function `(cond, key, plan=None) -> Result`; `overrides` replace fields of
@@ -215,25 +208,47 @@ class Pipeline:
         frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
+        max_area: int | None = None,
         cfg: bool = True,
     ) -> Conditioning:
         """Encodes one run's inputs into a `Conditioning` (batch 1).
 
+        The first frame is sized and resized by the reference pipeline of `self.preset`
+        (`cosjax.preprocess`): "official" torch-bicubic (I2V) or Lanczos cover-and-crop (TI2V),
+        "vbvr" DiffSynth's PIL bicubic to the size rounded up to a multiple of VAE stride x patch.
+
         Args:
-          image: first frame for I2V / TI2V (PIL, path or [H, W, 3] array); its size is the video
-            size unless height/width are given.
+          image: first frame for I2V / TI2V (PIL, path or [H, W, 3] array, uint8 or float in [0, 1]).
           prompt, negative_prompt: text (needs a text encoder); the negative prompt defaults to
             Wan's. Or give `prompt_embeds` / `negative_embeds` [1, L, text_dim] directly.
           frames: pixel frames, 4k + 1 (default: the model's).
-          height, width: pixel size (default: the image's, else the model's default size).
+          height, width: pixel size (default: from `max_area` when given, else the image's, else the
+            model's default size).
+          max_area: the official scripts' area budget (`generate.py --size`, e.g. 720 * 1280): the size
+            follows the image's aspect ratio within it (official I2V and TI2V rules).
           cfg: run classifier-free guidance (needs negative embeddings).
         """
         cfg_dit, model = self.dit.config, self.model
         latent_frames = check_frames(frames or model.sampling.frame_num)
-        pixels = None if image is None else image_to_array(image)
-        if height is None or width is None:
-            height, width = pixels.shape[1:] if pixels is not None else model.sampling.size[::-1]
+        rgb = None if image is None else preprocess.load_rgb(image)
+        _, sh, sw = model.vae_stride
+        height, width = preprocess.video_size(
+            None if rgb is None else rgb.shape[:2],
+            self.preset,
+            cfg_dit.model_type,
+            (sh, sw),
+            cfg_dit.patch_size[1:],
+            model.sampling.size[::-1],
+            height,
+            width,
+            max_area,
+        )
         lat_h, lat_w = check_size(height, width, model)
+        pixels = (
+            None
+            if rgb is None
+            else preprocess.first_frame(rgb, height, width, self.preset, cfg_dit.model_type)
+        )
         context = self._embed(prompt, prompt_embeds, "prompt")
         negative = None
         if cfg:
@@ -244,10 +259,10 @@ class Pipeline:
             if pixels is None:
                 raise ValueError("an I2V model needs an image")
             video = jnp.zeros((1, 3, (latent_frames - 1) * 4 + 1, height, width), jnp.float32)
-            video = video.at[:, :, 0].set(_resize(pixels, height, width))
+            video = video.at[:, :, 0].set(jnp.asarray(pixels))
             y = jnp.concatenate([i2v_mask(latent_frames, lat_h, lat_w), self._vae().encode(video)], axis=1)
         elif cfg_dit.model_type == "ti2v" and pixels is not None:
-            first_frame = self._vae().encode(_resize(pixels, height, width)[None, :, None])
+            first_frame = self._vae().encode(jnp.asarray(pixels)[None, :, None])
         return Conditioning(
             context=context, negative=negative, y=y, first_frame=first_frame, latent_shape=shape
         )
@@ -314,10 +329,3 @@ class Pipeline:
         if self.vae is None:
             raise ValueError("this pipeline has no VAE loaded; image conditioning and decoding need one")
         return self.vae
-
-
-def _resize(pixels: np.ndarray, height: int, width: int) -> jax.Array:
-    """[3, h, w] in [-1, 1] -> [3, height, width] (bicubic; identity when the size already fits)."""
-    if pixels.shape[1:] == (height, width):
-        return jnp.asarray(pixels)
-    return jax.image.resize(jnp.asarray(pixels), (3, height, width), method="bicubic")
