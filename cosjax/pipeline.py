@@ -9,7 +9,7 @@ Sampling presets:
     official grid, its steps, shift, per-expert guidance and MoE boundary.
   * "vbvr": what VBVR-Wan2.2 and the paper run (`paper-and-vbvr.md` 1.3): 50 Euler steps on the
     DiffSynth grid, shift 5, CFG 5.0 for both experts, boundary 0.875, Wan's default negative
-    prompt, seed 1.
+    prompt, seed 1; in bfloat16 with DiffSynth's rounding points (`SamplerSettings.rounding`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from cosjax import preprocess
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
+from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
 from cosjax.text import TextEncoder
 from cosjax.weights.store import LoadedDiT, load_dit
@@ -54,7 +55,9 @@ def sampler_settings(model: ModelPreset, preset: str, num_experts: int) -> Sampl
         return SamplerSettings(s.steps, s.shift, s.guide_scale, boundary, grid="official", solver="unipc")
     if preset == "vbvr":
         boundary = 0.875 if num_experts == 2 else None
-        return SamplerSettings(50, 5.0, (5.0, 5.0), boundary, grid="diffsynth", solver="euler")
+        return SamplerSettings(
+            50, 5.0, (5.0, 5.0), boundary, grid="diffsynth", solver="euler", rounding="diffsynth"
+        )
     raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
 
 
@@ -210,6 +213,8 @@ class Pipeline:
         width: int | None = None,
         max_area: int | None = None,
         cfg: bool = True,
+        noise: str = "jax",
+        seed: int = VBVR_SEED,
     ) -> Conditioning:
         """Encodes one run's inputs into a `Conditioning` (batch 1).
 
@@ -227,7 +232,13 @@ class Pipeline:
           max_area: the official scripts' area budget (`generate.py --size`, e.g. 720 * 1280): the size
             follows the image's aspect ratio within it (official I2V and TI2V rules).
           cfg: run classifier-free guidance (needs negative embeddings).
+          noise: "jax" (the sampler draws N(0, I) from its key) or "reference": the initial latents
+            DiffSynth draws for `seed` with torch's CPU generator (`cosjax.sampling.noise`; needs
+            torch), set as `Conditioning.noise`.
+          seed: the seed of noise="reference" (default VBVR_SEED, the seed of VBVR's scripts).
         """
+        if noise not in NOISE_SOURCES:
+            raise ValueError(f"unknown noise source {noise!r}; use one of {', '.join(NOISE_SOURCES)}")
         cfg_dit, model = self.dit.config, self.model
         latent_frames = check_frames(frames or model.sampling.frame_num)
         rgb = None if image is None else preprocess.load_rgb(image)
@@ -263,8 +274,14 @@ class Pipeline:
             y = jnp.concatenate([i2v_mask(latent_frames, lat_h, lat_w), self._vae().encode(video)], axis=1)
         elif cfg_dit.model_type == "ti2v" and pixels is not None:
             first_frame = self._vae().encode(jnp.asarray(pixels)[None, :, None])
+        initial = jnp.asarray(reference_noise(shape, seed)) if noise == "reference" else None
         return Conditioning(
-            context=context, negative=negative, y=y, first_frame=first_frame, latent_shape=shape
+            context=context,
+            negative=negative,
+            y=y,
+            first_frame=first_frame,
+            noise=initial,
+            latent_shape=shape,
         )
 
     def check_memory(

@@ -163,7 +163,8 @@ class Block(nn.Module):
       carry: (x, state): x the float32 [B, L, D] residual stream, state the plan's capture state.
       xs: (layer, kv), the scanned inputs: layer int32 scalar, this block's index; kv None, or this
         layer's cached cross-attention (k, v), each [B, text_len, N, d] (see `TextKV`).
-      e0: float32 [B, 1 or L, 6, D] time modulation (1 when every token shares a timestep).
+      e0: [B, 1 or L, 6, D] time modulation (1 when every token shares a timestep), float32, or
+        bfloat16 under `WanDiT.time_dtype`.
       context: [B, text_len, D] embedded text in the compute dtype (None when kv is given).
       rope: (cos, sin) float32 [L, head_dim/2].
       kv_len: int32 [B] number of real tokens (keys beyond are padding), or None.
@@ -188,7 +189,8 @@ class Block(nn.Module):
         modulation = self.param(
             "modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (6, cfg.dim), pdt
         )
-        m = modulation.astype(jnp.float32) + e0  # [B, 1|L, 6, D]
+        # summed in e0's dtype: float32 (official), or bfloat16 as DiffSynth under `time_dtype`
+        m = (modulation.astype(e0.dtype) + e0).astype(jnp.float32)  # [B, 1|L, 6, D]
         shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i] for i in range(6))
 
         h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dt)
@@ -213,15 +215,27 @@ def _pad_tokens(x: jax.Array, n: int) -> jax.Array:
 
 
 def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
-    """Sinusoidal embedding, (cos, sin) order, float32: [...] -> [..., dim].
+    """Sinusoidal embedding, (cos, sin) order, float32: [...] -> [..., dim], traced.
 
-    Frequencies exp(-ln(10000) i / (dim/2)) as Diffusers computes them in float32 (the official
-    code uses float64; at t <= 1000 the two differ by float32 rounding of the angle).
+    Frequencies exp(-ln(10000) i / (dim/2)) and angles in float32, as Diffusers computes them; the
+    official code (and DiffSynth) use float64, which `host_timestep_embedding` gives for the known
+    timesteps of a schedule (the sampler feeds those as `t_freq`).
     """
     half = dim // 2
     freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
     angle = t.astype(jnp.float32)[..., None] * freqs
     return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+
+def host_timestep_embedding(t, dim: int) -> np.ndarray:
+    """The official sinusoid computed on the host in float64 (`sinusoidal_embedding_1d`): angles
+    t * 10000^(-i / (dim/2)), (cos, sin) order. t: array-like [...] -> float64 [..., dim] (cast it
+    once, to the dtype the model takes)."""
+    half = dim // 2
+    angle = np.asarray(t, np.float64)[..., None] * np.power(
+        10000.0, -np.arange(half, dtype=np.float64) / half
+    )
+    return np.concatenate([np.cos(angle), np.sin(angle)], axis=-1)
 
 
 def patchify(x: jax.Array, patch: tuple[int, int, int]) -> jax.Array:
@@ -306,6 +320,9 @@ class WanDiT(nn.Module):
       attention_backend: name of an attention backend (None: chosen by platform).
       fuse_qkv: compute self-attention q, k, v with one matmul (same parameters, same result up to
         float rounding; see the module docstring).
+      time_dtype: dtype of the time path (sinusoid, time MLP, time projection and the modulation
+        sums). None: float32, as the official runtime. bfloat16: as DiffSynth runs a bf16 model
+        (every one of those rounded to bf16), for `SamplerSettings.rounding="diffsynth"`.
     """
 
     config: DiTConfig
@@ -313,6 +330,7 @@ class WanDiT(nn.Module):
     param_dtype: Dtype = jnp.float32
     attention_backend: str | None = None
     fuse_qkv: bool = False
+    time_dtype: Dtype | None = None
 
     @nn.nowrap
     def encode_text(self, params, context: jax.Array) -> TextKV:
@@ -390,7 +408,16 @@ class WanDiT(nn.Module):
         return grid
 
     @nn.compact
-    def __call__(self, x, t, context, y=None, plan: LayerPlan | None = None, text_kv: TextKV | None = None):
+    def __call__(
+        self,
+        x,
+        t,
+        context,
+        y=None,
+        plan: LayerPlan | None = None,
+        text_kv: TextKV | None = None,
+        t_freq: jax.Array | None = None,
+    ):
         """Predicts the flow velocity.
 
         Args:
@@ -404,6 +431,8 @@ class WanDiT(nn.Module):
           plan: the per-step intervention plan (`cosjax.plan.LayerPlan`); None means none.
           text_kv: the cross-attention K/V of the text from `encode_text` (computed once per run and
             reused at every step), or None to embed `context` here.
+          t_freq: the sinusoid of t, float [B, freq_dim] or [B, L, freq_dim] (e.g. the float64
+            `host_timestep_embedding` of a known schedule), or None to compute it here in float32.
 
         Returns:
           v: float32 [B, out_dim, T, H, W] when plan is None, else (v, (ys, state)) where ys are the
@@ -424,12 +453,21 @@ class WanDiT(nn.Module):
         h = constrain(h, "data", "context", None)
         if t.ndim == 2:
             t = jnp.pad(t, ((0, 0), (0, pad_tokens)), mode="edge")
+        if t_freq is None:
+            t_freq = timestep_embedding(t, cfg.freq_dim)
+        elif t_freq.ndim == 3:
+            t_freq = jnp.pad(t_freq, ((0, 0), (0, pad_tokens), (0, 0)), mode="edge")
+        if tuple(t_freq.shape) != (*t.shape, cfg.freq_dim):
+            raise ValueError(
+                f"t_freq must be [*t.shape, freq_dim], got {tuple(t_freq.shape)} for t {t.shape}"
+            )
 
         # one timestep per sample: everything below stays [B, 1, ...] and broadcasts over tokens
-        t_emb = timestep_embedding(t if t.ndim == 2 else t[:, None], cfg.freq_dim)  # [B, 1|L, F]
-        e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_1")(t_emb)
-        e = _dense(cfg.dim, jnp.float32, pdt, "time_embedding_2")(nn.silu(e))  # [B, 1|L, D]
-        e0 = _dense(6 * cfg.dim, jnp.float32, pdt, "time_projection")(nn.silu(e))
+        tdt = jnp.float32 if self.time_dtype is None else self.time_dtype
+        t_emb = (t_freq if t.ndim == 2 else t_freq[:, None]).astype(tdt)  # [B, 1|L, F]
+        e = _dense(cfg.dim, tdt, pdt, "time_embedding_1")(t_emb)
+        e = _dense(cfg.dim, tdt, pdt, "time_embedding_2")(nn.silu(e))  # [B, 1|L, D]
+        e0 = _dense(6 * cfg.dim, tdt, pdt, "time_projection")(nn.silu(e))
         # keep the modulation whole along (6, D): the projection's output sharding would otherwise
         # split the 6 chunks across devices and force a rematerialisation per block
         tokens_axis = "context" if t.ndim == 2 else None
@@ -464,7 +502,7 @@ class WanDiT(nn.Module):
         head_mod = self.param(
             "head_modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (2, cfg.dim), pdt
         )
-        m = head_mod.astype(jnp.float32) + e[:, :, None, :]  # [B, 1|L, 2, D]
+        m = (head_mod.astype(e.dtype) + e[:, :, None, :]).astype(jnp.float32)  # [B, 1|L, 2, D]
         h = layer_norm(h, cfg.eps) * (1 + m[:, :, 1]) + m[:, :, 0]
         out = _dense(cfg.patch_volume * cfg.out_dim, jnp.float32, pdt, "head")(h)
         v = unpatchify(out[:, :num_tokens], grid, cfg.patch_size)

@@ -7,6 +7,25 @@ facts transforms need (number of steps and layers). Everything a run depends on 
 A14B mixtures run two scans: the high-noise expert for the leading steps with t >= boundary * 1000,
 then the low-noise expert; each with its own guidance scale. The split is fixed by the schedule.
 
+The timestep sinusoid of every step is computed on the host in float64 from the known grid (as the
+official `sinusoidal_embedding_1d`) and fed to the DiT as `t_freq`.
+
+Reference numerics (`SamplerSettings.rounding="diffsynth"`, on by default in the "vbvr" preset; in
+effect only when the DiT computes in bfloat16): DiffSynth runs VBVR's loop on bf16 tensors, so its
+result depends on where it rounds. The sampler rounds to bf16 at the same points:
+  * the model-input timestep (`timestep.to(torch_dtype)`: 873.494 becomes 872) and its sinusoid
+    (float64 angles of the rounded t, then bf16);
+  * the time MLP, the time projection and the modulation sums (`WanDiT(time_dtype=bfloat16)`, its
+    bf16 weights applied to bf16 inputs);
+  * the initial noise (drawn in float32, then `.to(bfloat16)`), the TI2V first-frame latent, and
+    the latents between steps (they are bf16 tensors there);
+  * the model output and each operation of the guidance combination v_u + s (v_c - v_u);
+  * the Euler step: bf16(x + bf16(v * (sigma_next - sigma))), the sigma difference in float32.
+x0_hat is still x - sigma v in float32 of those bf16 values. Inside the DiT, the residual stream,
+the norms and the head stay float32 (the official runtime); DiffSynth keeps them in bf16. bf16
+runs are chaotic at the rounding scale, so these two are compared with a measured floor
+(`tests/test_reference_numerics.py`). In float32, or with rounding=None, nothing is rounded.
+
 The text side of every step is the same, so before each expert's scan the sampler computes that
 expert's cross-attention K/V of the (CFG-batched) prompts once (`WanDiT.encode_text`) and every step
 reuses them (`cache_text_kv=False` recomputes them per step, as the plain forward does).
@@ -20,14 +39,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import struct
 
 from cosjax.configs import DiTConfig
-from cosjax.models.dit import WanDiT
+from cosjax.models.dit import WanDiT, host_timestep_embedding
 from cosjax.plan import Plan
 from cosjax.sampling.schedules import Schedule, make_schedule
 from cosjax.sampling.solvers import make_solver
+
+ROUNDINGS = (None, "diffsynth")
 
 
 @struct.dataclass
@@ -78,7 +100,9 @@ class Result:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample: grid and solver, steps, shift, guidance (low-noise, high-noise), boundary."""
+    """How to sample: grid and solver, steps, shift, guidance (low-noise, high-noise), boundary, and
+    `rounding`: None (exact in the compute dtype) or "diffsynth" (bf16 at DiffSynth's rounding
+    points when the DiT computes in bfloat16; see the module docstring)."""
 
     steps: int
     shift: float
@@ -86,6 +110,7 @@ class SamplerSettings:
     boundary: float | None = None
     grid: str = "official"
     solver: str = "unipc"
+    rounding: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -143,7 +168,8 @@ def make_sampler(
       fuse_qkv: one fused matmul for self-attention q, k, v (see `WanDiT`).
     """
     schedule = make_schedule(settings.grid, settings.steps, settings.shift)
-    solver = make_solver(settings.solver, schedule.sigmas)
+    reference = reference_rounding(settings, dtype)
+    solver = make_solver(settings.solver, schedule.sigmas, round_bf16=reference)
     low_scale, high_scale = settings.guide_scale
     if set(experts) == {"high_noise", "low_noise"}:
         split = schedule.high_noise_steps(settings.boundary)
@@ -154,16 +180,26 @@ def make_sampler(
         raise ValueError(f"experts must be one DiT or high_noise + low_noise, got {sorted(experts)}")
     segments = tuple(s for s in segments if s[2] > s[1])
     module = WanDiT(
-        config, dtype=dtype, param_dtype=dtype, attention_backend=attention_backend, fuse_qkv=fuse_qkv
+        config,
+        dtype=dtype,
+        param_dtype=dtype,
+        attention_backend=attention_backend,
+        fuse_qkv=fuse_qkv,
+        time_dtype=jnp.bfloat16 if reference else None,
     )
-    timesteps = jnp.asarray(schedule.timesteps)
+    model_t, t_freq_table = _model_timesteps(schedule.timesteps, config.freq_dim, reference)
+    timesteps, t_freq_table = jnp.asarray(model_t), jnp.asarray(t_freq_table)
+    t_freq_zero = jnp.asarray(host_timestep_embedding(0.0, config.freq_dim), jnp.float32)
+    rnd = _round_bf16 if reference else (lambda a: a)
 
     def sample(cond: Conditioning, key: jax.Array, plan: Plan) -> Result:
         shape = _check_conditioning(cond, config)
         b = shape[0]
         key_noise, key_plan = jax.random.split(key)
+        if reference and cond.first_frame is not None:
+            cond = cond.replace(first_frame=rnd(cond.first_frame.astype(jnp.float32)))
         x = cond.noise if cond.noise is not None else jax.random.normal(key_noise, shape, jnp.float32)
-        x = _impose_first_frame(x.astype(jnp.float32), cond)
+        x = _impose_first_frame(rnd(x.astype(jnp.float32)), cond)
         cfg = cond.negative is not None
         context = _pad_text(cond.context, config.text_len)
         if cfg:
@@ -177,17 +213,22 @@ def make_sampler(
         def step(params, text_kv, scale, carry, i):
             x, solver_state, buffers = carry
             x = _impose_first_frame(_apply_noise(plan, x, i, jax.random.fold_in(key_plan, i)), cond)
+            x = rnd(x)
             t = jnp.full((b,), timesteps[i])
+            t_freq = jnp.broadcast_to(t_freq_table[i], (b, config.freq_dim))
             if first_frame_tokens is not None:  # TI2V: latent frame 0 is clean (t = 0)
                 t = jnp.where(first_frame_tokens[None, :], 0.0, t[:, None])
+                t_freq = jnp.where(first_frame_tokens[None, :, None], t_freq_zero, t_freq[:, None])
             x_in = jnp.concatenate([x, x]) if cfg else x
             t_in = jnp.concatenate([t, t]) if cfg else t
+            t_freq = jnp.concatenate([t_freq, t_freq]) if cfg else t_freq
             ctx = context if text_kv is None else None  # the cache replaces the text input
             v, (ys, state) = module.apply(
-                {"params": params}, x_in, t_in, ctx, y, plan=plan.at_step(i), text_kv=text_kv
+                {"params": params}, x_in, t_in, ctx, y, plan=plan.at_step(i), text_kv=text_kv, t_freq=t_freq
             )
-            if cfg:
-                v = v[b:] + scale * (v[:b] - v[b:])
+            v = rnd(v)
+            if cfg:  # DiffSynth: noise_pred_nega + cfg_scale * (noise_pred_posi - noise_pred_nega)
+                v = rnd(v[b:] + rnd(scale * rnd(v[:b] - v[b:])))
             solver_state, x_next, x0 = solver.step(solver_state, i, x, v)
             x_next = _impose_first_frame(x_next, cond)
             buffers = _update_buffers(plan, buffers, i, ys, state, b)
@@ -205,6 +246,29 @@ def make_sampler(
         return Result(latents=x, trace=Trace(x0=x0, **buffers))
 
     return Sampler(sample, config, schedule, segments)
+
+
+def reference_rounding(settings: SamplerSettings, dtype) -> bool:
+    """Whether a sampler with `settings` computing in `dtype` rounds at DiffSynth's points."""
+    if settings.rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {settings.rounding!r}; use one of {ROUNDINGS}")
+    return settings.rounding == "diffsynth" and jnp.dtype(dtype) == jnp.bfloat16
+
+
+def _round_bf16(a: jax.Array) -> jax.Array:
+    """Rounds float32 values to bfloat16 precision, keeping float32 (`reduce_precision` is never
+    simplified away, unlike a convert pair under XLA's excess-precision rule)."""
+    return jax.lax.reduce_precision(a, exponent_bits=8, mantissa_bits=7)
+
+
+def _model_timesteps(timesteps: np.ndarray, freq_dim: int, reference: bool) -> tuple[np.ndarray, np.ndarray]:
+    """What the DiT receives per step: timesteps float32 [N] and their float64 sinusoid [N, freq_dim]
+    cast to float32, or under reference rounding both as DiffSynth has them (bf16 t, bf16 sinusoid)."""
+    if not reference:
+        return timesteps, host_timestep_embedding(timesteps, freq_dim).astype(np.float32)
+    t = timesteps.astype(ml_dtypes.bfloat16).astype(np.float32)
+    freq = host_timestep_embedding(t, freq_dim).astype(ml_dtypes.bfloat16).astype(np.float32)
+    return t, freq
 
 
 def _check_conditioning(cond: Conditioning, config: DiTConfig) -> tuple[int, ...]:

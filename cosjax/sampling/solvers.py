@@ -22,9 +22,13 @@ SOLVERS = ("euler", "unipc")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Euler:
-    """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i (Diffusers FlowMatchEuler, DiffSynth, VBVR)."""
+    """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i (Diffusers FlowMatchEuler, DiffSynth, VBVR).
+
+    round_bf16: round the product and the sum to bfloat16 as DiffSynth's step on bf16 tensors does
+    (`sample + model_output * (sigma_ - sigma)`, the sigma difference in float32)."""
 
     sigmas: np.ndarray  # float32 [N + 1]
+    round_bf16: bool = False
 
     def init(self, x: jax.Array) -> Any:
         return ()
@@ -32,6 +36,9 @@ class Euler:
     def step(self, state, i, x, v):
         sig = jnp.asarray(self.sigmas)
         x, v = x.astype(jnp.float32), v.astype(jnp.float32)
+        if self.round_bf16:
+            bf16 = lambda a: jax.lax.reduce_precision(a, exponent_bits=8, mantissa_bits=7)  # noqa: E731
+            return state, bf16(x + bf16((sig[i + 1] - sig[i]) * v)), x - sig[i] * v
         return state, x + (sig[i + 1] - sig[i]) * v, x - sig[i] * v
 
 
@@ -112,10 +119,16 @@ class UniPC:
         return UniPCState(x, m, state.m_prev), x_next, m
 
 
-def make_solver(name: str, sigmas: np.ndarray):
-    """'euler' or 'unipc' for the given float32 sigmas [N + 1]."""
+def make_solver(name: str, sigmas: np.ndarray, round_bf16: bool = False):
+    """'euler' or 'unipc' for the given float32 sigmas [N + 1]; `round_bf16`: DiffSynth's bf16 Euler
+    step (only Euler: DiffSynth has no UniPC to match)."""
     if name == "euler":
-        return Euler(sigmas)
+        return Euler(sigmas, round_bf16)
+    if round_bf16:
+        raise ValueError(
+            f"rounding='diffsynth' reproduces DiffSynth's Euler loop; solver {name!r} has no DiffSynth "
+            "counterpart: use solver='euler', or rounding=None"
+        )
     if name == "unipc":
         return UniPC(sigmas)
     raise ValueError(f"unknown solver {name!r}; use one of {', '.join(SOLVERS)}")
