@@ -28,6 +28,7 @@ from cosjax import preprocess
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
+from cosjax.outputs import VIDEO_QUALITY, to_uint8
 from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
 from cosjax.text import TextEncoder
@@ -313,18 +314,23 @@ class Pipeline:
         """Latents [B, C, T, H, W] -> video float32 [B, 3, F, H', W'] in [-1, 1]."""
         return self._vae().decode(latents)
 
-    @staticmethod
-    def save_video(video: jax.Array, path: str | Path, fps: int = 16) -> Path:
-        """Writes video [3, F, H, W] or [1, 3, F, H, W] in [-1, 1] as an mp4 (atomically)."""
+    def video_uint8(self, video: jax.Array) -> np.ndarray:
+        """Video [..., 3, F, H, W] in [-1, 1] -> uint8 of the same shape, quantised as the reference of
+        `self.preset` does it (`cosjax.outputs.to_uint8`: truncation, in bf16 for "vbvr")."""
+        return to_uint8(video, self.preset)
+
+    def save_video(self, video: jax.Array, path: str | Path, fps: int = 16) -> Path:
+        """Writes video [3, F, H, W] or [1, 3, F, H, W] in [-1, 1] as an mp4 (atomically), quantised and
+        encoded as the preset's reference writes it (imageio quality 8 official, 5 vbvr)."""
         import imageio.v3 as iio
 
         frames = np.asarray(video)
-        frames = frames[0] if frames.ndim == 5 else frames
-        frames = ((np.clip(frames, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 3, 0)
+        frames = self.video_uint8(frames[0] if frames.ndim == 5 else frames).transpose(1, 2, 3, 0)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        iio.imwrite(tmp, frames, fps=fps, codec="libx264", macro_block_size=1)
+        quality = VIDEO_QUALITY[self.preset]
+        iio.imwrite(tmp, frames, fps=fps, codec="libx264", quality=quality, macro_block_size=1)
         os.replace(tmp, path)
         return path
 

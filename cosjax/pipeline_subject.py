@@ -132,8 +132,7 @@ class PipelineSubject:
     def decode(self, latents, cases: Sequence[CaseRef]) -> np.ndarray:
         """Latents [B, C, T, H, W] -> uint8 videos [B, F, H, W, 3] through the VAE."""
         video = np.asarray(self.pipe.decode(latents), np.float32)  # [B, 3, F, H, W] in [-1, 1]
-        video = np.clip(np.round((video + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        return video.transpose(0, 2, 3, 4, 1)
+        return self.pipe.video_uint8(video).transpose(0, 2, 3, 4, 1)  # the preset's quantisation
 
     def score(self, case: CaseRef, video: np.ndarray) -> float | None:
         return None
