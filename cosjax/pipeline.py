@@ -71,6 +71,17 @@ def match_model(config: DiTConfig) -> ModelPreset:
     return dataclasses.replace(PRESETS[base], name=f"custom-{config.model_type}", dit=config)
 
 
+def default_vae_path(path: str | Path, model: ModelPreset) -> Path | None:
+    """The VAE a model folder holds: `vae/` (converted or Diffusers), else the official repo's
+    root-level file (`Wan2.2_VAE.pth` for the 48-channel TI2V VAE, `Wan2.1_VAE.pth` otherwise)."""
+    root = Path(path)
+    official = "Wan2.2_VAE.pth" if model.vae_z_dim == 48 else "Wan2.1_VAE.pth"
+    for candidate in (root / "vae", root / official):
+        if candidate.is_dir() if candidate.name == "vae" else candidate.is_file():
+            return candidate
+    return None
+
+
 def check_frames(frames: int) -> int:
     """Wan videos have 4k + 1 frames (the VAE's temporal stride is 4, plus the first frame)."""
     if frames < 1 or (frames - 1) % 4:
@@ -172,7 +183,8 @@ class Pipeline:
           preset: "official" or "vbvr".
           dtype: DiT parameter dtype (None: as stored).
           vae: a converted, official `.pth` or Diffusers-layout VAE; default `path/vae` when it
-            exists. Without one the pipeline samples from latents only (no image conditioning, no
+            exists, else the official repo's root-level `Wan2.1_VAE.pth` (`Wan2.2_VAE.pth` for
+            TI2V). Without one the pipeline samples from latents only (no image conditioning, no
             decoding).
           text_encoder: a repo folder with the umT5 tokenizer and weights (converted, official or
             Diffusers layout, see `TextEncoder.from_pretrained`); default `path` itself when it holds
@@ -183,8 +195,8 @@ class Pipeline:
             raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
         dit = load_dit(path, dtype=dtype)
         model = match_model(dit.config)
-        vae_path = Path(vae) if vae is not None else Path(path) / "vae"
-        loaded_vae = VAE.load(vae_path) if vae is not None or vae_path.is_dir() else None
+        vae_path = Path(vae) if vae is not None else default_vae_path(path, model)
+        loaded_vae = VAE.load(vae_path) if vae_path is not None else None
         te_path = Path(text_encoder) if text_encoder is not None else Path(path)
         has_te = (te_path / "text_encoder").is_dir() or (
             te_path / "models_t5_umt5-xxl-enc-bf16.pth"

@@ -245,3 +245,18 @@ def test_failure_while_writing_a_component_leaves_nothing(src, tmp_path, monkeyp
 
     monkeypatch.setattr(t5_keys, "iter_leaves", failing)
     _convert_fails(src, tmp_path, "disk full", error=OSError)
+
+
+def test_pipeline_picks_up_the_official_root_vae(tmp_path, monkeypatch):
+    """`Pipeline.from_pretrained` on an official repo root (no `vae/`) loads its `Wan2.1_VAE.pth`."""
+    vae_model = make_vae(seed=6)
+    monkeypatch.setitem(vae_keys.OFFICIAL_CONFIGS, Z, vae_config(vae_model))
+    root = save_official(make_reference(in_channels=36, out_channels=16, seed=3), tmp_path / "official")
+    assert Pipeline.from_pretrained(root).vae is None  # nothing to pick up yet
+    pth = save_official_vae(vae_model, root / "Wan2.1_VAE.pth")
+    (root / "Wan2.2_VAE.pth").write_bytes(b"not the 16-channel VAE: never read for this model")
+    pipe = Pipeline.from_pretrained(root)
+    assert pipe.vae is not None
+    ref_config, ref = load_vae(pth)
+    assert pipe.vae.config == ref_config
+    assert_same_tree(pipe.vae.params, ref)
