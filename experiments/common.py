@@ -31,6 +31,9 @@ class BaseConfig:
       seed0: first toy case seed (toy cases are `generate(family, seed0 + i)`; the embedded model
         trained on seeds 0 .. 39999).
       seed: sampling seed; case c starts from N(0, I) drawn with fold_in(key(seed), crc32(c.id)).
+      noise: "jax" (as `seed` says) or "reference": every case starts from the latents DiffSynth
+        draws for `seed` (torch's CPU generator, `cosjax.sampling.noise`; needs torch), as VBVR's
+        scripts do with seed 1 (= `VBVR_SEED`, the default) for every sample.
       steps, shift, guide_scale, solver: sampler overrides (None = the model's recommended settings).
       batch_size: cases sampled together (fixed slices of the case list, see `cosjax.runs`).
     """
@@ -44,6 +47,7 @@ class BaseConfig:
     guide_scale: float | None = None
     solver: str | None = None
     batch_size: int = 8
+    noise: str = "jax"
 
 
 def parse_overrides(config_cls: type, overrides: Sequence[str]) -> dict:
@@ -137,7 +141,15 @@ def condition(setup: Setup, cases: Sequence[CaseRef]) -> Conditioning:
     """The batch's conditioning with each case's own initial noise (see `BaseConfig.seed`)."""
     cond = setup.subject.condition(cases, setup.settings)
     shape = (1, *cond.latent_shape[1:])
-    noise = jnp.concatenate([jax.random.normal(key_for(c, setup.config.seed), shape) for c in cases])
+    source = getattr(setup.config, "noise", "jax")
+    if source == "reference":
+        from cosjax.sampling.noise import reference_noise
+
+        noise = jnp.concatenate([jnp.asarray(reference_noise(shape, setup.config.seed)) for _ in cases])
+    elif source == "jax":
+        noise = jnp.concatenate([jax.random.normal(key_for(c, setup.config.seed), shape) for c in cases])
+    else:
+        raise ValueError(f"config noise={source!r}: use 'jax' or 'reference' (CLI: noise=reference)")
     return cond.replace(noise=noise)
 
 

@@ -165,3 +165,30 @@ def test_reference_noise_is_torchs_cpu_generator(repo, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as without torch installed
     with pytest.raises(ImportError, match="install it \\(pip install torch"):
         reference_noise(SHAPE, 1)
+
+
+def test_experiments_start_every_case_from_the_reference_noise():
+    """`noise=reference` in an experiment config: each case starts from DiffSynth's latents for the
+    config's seed (VBVR's scripts use seed 1 for every sample)."""
+    from types import SimpleNamespace
+
+    from experiments import common
+
+    class Subject:
+        def condition(self, cases, settings):
+            return cj.Conditioning(
+                context=jnp.zeros((len(cases), 1, 32)), latent_shape=(len(cases), *SHAPE[1:])
+            )
+
+    config = SimpleNamespace(noise="reference", seed=VBVR_SEED)
+    setup = SimpleNamespace(subject=Subject(), settings=None, config=config)
+    cases = [SimpleNamespace(id="a"), SimpleNamespace(id="b")]
+    cond = common.condition(setup, cases)
+    want = torch.randn(SHAPE, generator=torch.Generator("cpu").manual_seed(1), dtype=torch.float32).numpy()
+    np.testing.assert_array_equal(np.asarray(cond.noise), np.concatenate([want, want]))
+    assert common.BaseConfig().noise == "jax" and common.BaseConfig().seed == VBVR_SEED
+    config.noise = "jax"
+    assert not np.array_equal(np.asarray(common.condition(setup, cases).noise)[:1], want)
+    config.noise = "torch"
+    with pytest.raises(ValueError, match="config noise='torch': use 'jax' or 'reference'"):
+        common.condition(setup, cases)
