@@ -99,7 +99,7 @@ def test_vbvr_bf16_reproduces_the_diffsynth_loop(repo):
         width=48,
         noise="reference",
     ).replace(y=jnp.asarray(y.numpy()))  # the image latent itself is not under test here
-    noise = torch.from_numpy(np.asarray(cond.noise))
+    noise = torch.from_numpy(np.array(cond.noise))
     ref, ref_x0 = _diffsynth_loop("native", noise, ctx, neg, y)
     other, _ = _diffsynth_loop("_native_math", noise, ctx, neg, y)
     floor = relative_error(other, ref)
