@@ -86,6 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import experiments
+    from cosjax.paths import user_path
     from experiments.common import parse_overrides
 
     module = experiments.get(args.name)
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         values["data"] = args.data
     config = module.Config(**values)
     summary = module.run(config, model=args.model, out=args.out, progress=not args.quiet)
-    out = args.out or f"runs/{args.name}"
+    out = user_path(args.out or f"runs/{args.name}")
     print(summary.get("table", ""))
     print(f"results: {out}/results.json; TensorBoard: tensorboard --logdir {out}/tb")
     return 0

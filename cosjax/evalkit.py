@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosjax.data.vbvr_bench import SPLITS, AbsentSample, BenchSample, quiet_fork
+from cosjax.paths import is_url, user_path
 
 GROUPS = {"overall": SPLITS, "in_domain": SPLITS[:1], "out_of_domain": SPLITS[1:]}
 PYTHON_ENV = "COSJAX_EVALKIT_PYTHON"
@@ -76,7 +77,7 @@ def resolve_python(setting: str | None = None) -> str:
 
 def install_hint(python: str, evalkit_dir: str | Path) -> str:
     """How to give `python` what the EvalKit imports, or to pick another interpreter."""
-    req = Path(evalkit_dir) / "requirements.txt"
+    req = user_path(evalkit_dir) / "requirements.txt"
     return (
         f"install the EvalKit's requirements into that interpreter ({python} -m pip install "
         f"'cosjax[evalkit]', or -r {req}), or point evalkit_python=PY (cosjax score --python PY, "
@@ -101,7 +102,7 @@ def check_evalkit(evalkit_dir: str | Path, python: str | None = None, timeout: f
     The imports are read from the script itself (for the real EvalKit: numpy, tqdm and its
     `vbvr_bench.evaluators`, which imports cv2), run in the EvalKit's folder as the script would.
     """
-    script = Path(evalkit_dir) / "run_evaluation.py"
+    script = user_path(evalkit_dir) / "run_evaluation.py"
     if not script.is_file():
         return f"VBVR-EvalKit script not found: {script}"
     try:
@@ -157,13 +158,13 @@ def parse_results(path: str | Path) -> EvalReport:
 
 
 def _local(path: str | Path, what: str) -> Path:
-    if "://" in str(path):
+    if is_url(path):
         raise EvalKitError(
             f"the EvalKit reads local folders only, got the {what} {path}: copy it to this machine "
             "(gcloud storage rsync -r URL DIR) or mount the bucket (gcsfuse), then score the local copy "
             "(cosjax score RUN_DIR --bench DIR)"
         )
-    return Path(path).resolve()
+    return user_path(path).resolve()
 
 
 def run_evalkit(
@@ -183,7 +184,7 @@ def run_evalkit(
     command) and how to fix it if the script is missing, exits non-zero, or writes no results
     although videos exist. Nothing but that results file is ever removed.
     """
-    script = Path(evalkit_dir) / "run_evaluation.py"
+    script = _local(evalkit_dir, "evalkit folder") / "run_evaluation.py"
     if not script.is_file():
         raise EvalKitError(f"VBVR-EvalKit script not found: {script} (evalkit= must be its checkout folder)")
     python = resolve_python(python)
@@ -350,7 +351,7 @@ def score_arms(
     """
     from cosjax.logging import Writer
 
-    out = Path(out)
+    out = user_path(out)
     summary: dict = {"videos": {arm: str(out / "videos" / arm) for arm in arms}}
     if not evalkit_dir:
         summary["scoring"] = {"status": "not requested", "retry": retry}

@@ -1,35 +1,48 @@
 """TensorBoard summaries through tensorboardX, written by process 0 only.
 
 Every process may call the writer; on processes other than 0 it does nothing, so multi-host code
-needs no `if` around logging. Videos are written as animated GIFs encoded with imageio (tensorboardX's
-own `add_video` needs moviepy and silently writes nothing without it).
+needs no `if` around logging. Each writer's event file name ends in `.PID.RANDOM`, so runs started
+together in one folder (same second, same host) never share a file. A URL logdir (`gs://...`) is
+written locally and uploaded through `etils.epath` at every `flush` and at `close`. Videos are
+written as animated GIFs encoded with imageio (tensorboardX's own `add_video` needs moviepy and
+silently writes nothing without it).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import pathlib
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from cosjax.parallel import is_main_process
+from cosjax.paths import is_local, user_path
 
 
 class Writer:
     """A process-0 TensorBoard writer for one run folder.
 
     Args:
-      logdir: the run folder (created on process 0 only).
+      logdir: the run folder (created on process 0 only): a local path or a URL.
     """
 
     def __init__(self, logdir: str | Path):
-        self.logdir = Path(logdir)
+        self.logdir = user_path(logdir)
         self._writer = None
         if is_main_process():
             from tensorboardX import SummaryWriter
 
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(str(self.logdir))
+            local = self.logdir
+            if not is_local(local):  # staged here, uploaded by _upload
+                local = pathlib.Path(tempfile.mkdtemp(prefix="cosjax-tb-"))
+            local.mkdir(parents=True, exist_ok=True)
+            self._local = local
+            unique = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            self._writer = SummaryWriter(str(local), filename_suffix=unique)
 
     @property
     def active(self) -> bool:
@@ -71,8 +84,18 @@ class Writer:
     def flush(self) -> None:
         if self._writer:
             self._writer.flush()
+            self._upload()
 
     def close(self) -> None:
         if self._writer:
             self._writer.close()
             self._writer = None
+            self._upload()
+
+    def _upload(self) -> None:
+        """Copies the local event files to a URL logdir (nothing to do for a local one)."""
+        if is_local(self.logdir):
+            return
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        for file in sorted(self._local.iterdir()):
+            (self.logdir / file.name).write_bytes(file.read_bytes())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
 from cosjax.outputs import VIDEO_QUALITY, to_uint8
+from cosjax.paths import staged_file, user_path
 from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
 from cosjax.text import TextEncoder
@@ -74,7 +74,7 @@ def match_model(config: DiTConfig) -> ModelPreset:
 def default_vae_path(path: str | Path, model: ModelPreset) -> Path | None:
     """The VAE a model folder holds: `vae/` (converted or Diffusers), else the official repo's
     root-level file (`Wan2.2_VAE.pth` for the 48-channel TI2V VAE, `Wan2.1_VAE.pth` otherwise)."""
-    root = Path(path)
+    root = user_path(path)
     official = "Wan2.2_VAE.pth" if model.vae_z_dim == 48 else "Wan2.1_VAE.pth"
     for candidate in (root / "vae", root / official):
         if candidate.is_dir() if candidate.name == "vae" else candidate.is_file():
@@ -178,7 +178,8 @@ class Pipeline:
         """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`.
 
         Args:
-          path: the DiT (see `load_dit`). A folder that `cosjax convert` wrote from a whole repo also
+          path: the DiT (see `load_dit`): a local path (relative or absolute) or a URL (`gs://...`,
+            converted folders only). A folder that `cosjax convert` wrote from a whole repo also
             holds `vae/`, `text_encoder/` and `tokenizer/`, which are then loaded by default.
           preset: "official" or "vbvr".
           dtype: DiT parameter dtype (None: as stored).
@@ -193,11 +194,12 @@ class Pipeline:
         """
         if preset not in SAMPLING_PRESETS:
             raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
+        path = user_path(path)
         dit = load_dit(path, dtype=dtype)
         model = match_model(dit.config)
-        vae_path = Path(vae) if vae is not None else default_vae_path(path, model)
+        vae_path = user_path(vae) if vae is not None else default_vae_path(path, model)
         loaded_vae = VAE.load(vae_path) if vae_path is not None else None
-        te_path = Path(text_encoder) if text_encoder is not None else Path(path)
+        te_path = user_path(text_encoder) if text_encoder is not None else path
         has_te = (te_path / "text_encoder").is_dir() or (
             te_path / "models_t5_umt5-xxl-enc-bf16.pth"
         ).is_file()
@@ -338,12 +340,10 @@ class Pipeline:
 
         frames = np.asarray(video)
         frames = self.video_uint8(frames[0] if frames.ndim == 5 else frames).transpose(1, 2, 3, 0)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        path = user_path(path)
         quality = VIDEO_QUALITY[self.preset]
-        iio.imwrite(tmp, frames, fps=fps, codec="libx264", quality=quality, macro_block_size=1)
-        os.replace(tmp, path)
+        with staged_file(path, suffix=path.suffix) as tmp:
+            iio.imwrite(tmp, frames, fps=fps, codec="libx264", quality=quality, macro_block_size=1)
         return path
 
     def _embed(self, text: str | None, embeds: jax.Array | None, what: str) -> jax.Array:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosjax.paths import user_path
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
 from cosjax.subjects import CaseRef, parse_data
 
@@ -60,11 +61,11 @@ class PipelineSubject:
         kind, root = parse_data(data)
         if kind != "vbvr-bench":
             raise ValueError(f"a Wan checkpoint runs on --data vbvr-bench:PATH, got {data!r}")
-        self.bench_root = Path(root)
+        self.bench_root = user_path(root)
         self.index = inspect_bench(self.bench_root)  # reports a malformed folder before any loading
         self.samples = self.index.samples
-        self.path, self.preset = Path(model), preset
-        self.pipe = Pipeline.from_pretrained(model, preset=preset, **pipeline_kwargs)
+        self.path, self.preset = user_path(model), preset
+        self.pipe = Pipeline.from_pretrained(self.path, preset=preset, **pipeline_kwargs)
         if self.pipe.vae is None:
             raise ValueError(f"{model} has no VAE; experiments decode videos (pass a converted repo folder)")
 
@@ -108,10 +109,12 @@ class PipelineSubject:
     def condition(self, cases: Sequence[CaseRef], settings: SamplerSettings) -> Conditioning:
         if len(cases) != 1:
             raise ValueError("VBVR-Bench samples are generated one at a time (their sizes differ)")
+        import imageio.v3 as iio
+
         (case,) = cases
         frames, height, width = self.size(case)
         return self.pipe.condition(
-            image=str(case.source.first_frame),
+            image=iio.imread(case.source.first_frame.read_bytes()),  # a local or a URL bench
             prompt=case.source.prompt,
             frames=frames,
             height=height,

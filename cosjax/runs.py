@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cosjax.parallel import is_main_process
+from cosjax.paths import AnyPath, check_destination, staged_file, user_path
 
 
 class ConfigMismatchError(ValueError):
@@ -46,22 +46,19 @@ def to_jsonable(value: Any) -> Any:
         return to_jsonable(value.item())
     if isinstance(value, float):
         return float(f"{value:.7g}") if np.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_atomic(path: AnyPath, data: bytes | str) -> None:
+    """Writes `data` to `path` whole or not at all (see `cosjax.paths.staged_file`).
+
+    Local: a temporary file in the same folder, renamed over `path`; its mode follows the umask, as
+    for any other file (0644 under the usual 022). URL: one upload, published when complete.
+    """
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def _diff(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -80,21 +77,24 @@ class RunFolder:
     """The output folder of one experiment run.
 
     Args:
-      out: the folder (created if needed).
+      out: the folder (created if needed): a local path (made absolute) or a URL (`gs://...`).
       config: the resolved config as a JSON-able dict (experiment name, model, data and every
         parameter); stored on first use and compared on every later use.
 
     Raises:
       ConfigMismatchError: `out` already holds a run of a different config (the message lists the
         differing fields and how to proceed).
+      FileExistsError: `out` is a non-empty folder that holds no run (no config.json).
     """
 
     def __init__(self, out: str | Path, config: dict):
-        self.out = Path(out)
+        self.out = user_path(out)
         self.config = to_jsonable(config)
         self.cases_dir = self.out / "cases"
         self.writes = is_main_process()
         config_file = self.out / "config.json"
+        if self.writes and not config_file.exists():  # never write results into a folder of the user's
+            check_destination(self.out, "config.json", what="--out")
         if config_file.exists():
             stored = json.loads(config_file.read_text())
             if stored != self.config:

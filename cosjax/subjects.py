@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.paths import user_path
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
 
 EMBEDDED_MODEL = Path(__file__).parent / "assets" / "toy"
@@ -73,7 +74,7 @@ class ToySubject:
     def __init__(self, path: str | Path | None = None):
         from cosjax.train import load_toy
 
-        self.path = Path(path) if path is not None else EMBEDDED_MODEL
+        self.path = user_path(path) if path is not None else EMBEDDED_MODEL
         self.dit, self.meta, self.table = load_toy(self.path)
         self.space = self.meta.get("space", "pixel")
         self.pool = int(self.meta.get("pool", 1))

@@ -33,6 +33,7 @@ import numpy as np
 
 from cosjax.models import t5
 from cosjax.models.t5 import TEXT_LEN, T5Config
+from cosjax.paths import require_local, user_path
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class UMT5Tokenizer:
         """Reads `folder/tokenizer.json` (a `google/umt5-xxl` or Diffusers `tokenizer/` folder)."""
         from tokenizers import Tokenizer
 
-        folder = Path(folder)
+        folder = user_path(folder)
         file = folder / "tokenizer.json"
         if not file.is_file():
             raise FileNotFoundError(
@@ -94,7 +95,7 @@ class UMT5Tokenizer:
                 "write one with transformers: AutoTokenizer.from_pretrained(folder).save_pretrained(folder))"
             )
         try:
-            tokenizer = Tokenizer.from_file(str(file))
+            tokenizer = Tokenizer.from_str(file.read_text())  # local or a URL
         except Exception as e:  # the Rust library raises a plain Exception for bad files
             raise ValueError(f"{file}: cannot read as a tokenizers file ({e})") from None
         return cls(tokenizer, file)
@@ -192,7 +193,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, root: str | Path, fingerprint: str):
-        self.root = Path(root)
+        self.root = require_local(user_path(root), "the prompt-embedding cache", "give a local cache_dir")
         self.fingerprint = fingerprint
         self.folder = self.root / fingerprint[:16]
 
@@ -304,7 +305,7 @@ class TextEncoder:
         """
         from cosjax.weights.t5_keys import load_t5
 
-        root = Path(path)
+        root = user_path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: not a folder")
         tokenizer = UMT5Tokenizer.from_dir(_find(root, TOKENIZER_DIRS, "tokenizer folder"))

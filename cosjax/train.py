@@ -75,6 +75,7 @@ from flax import struct
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, init_params
 from cosjax.parallel import is_main_process
+from cosjax.paths import building, check_destination, require_local, user_path
 
 Params = Any
 
@@ -588,7 +589,8 @@ def train(
     if prompt_ids.max() >= num_prompts:
         raise ValueError(f"prompt id {prompt_ids.max()} >= num_prompts {num_prompts}")
     config = dataclasses.replace(config, num_prompts=num_prompts)
-    workdir = Path(workdir)
+    workdir = _local(workdir, "the training workdir")
+    check_destination(workdir, "train_config.json", overwrite=True, what="workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     record = {"train_config": config.to_dict(), "data": {"num_examples": int(len(videos))}}
     record["data"]["fingerprint"] = _fingerprint(videos, first_frames, prompt_ids)
@@ -672,9 +674,21 @@ def train(
 # Export
 
 
+def _local(path: str | Path, what: str) -> Path:
+    return require_local(user_path(path), what, "train and export locally, then copy the folder")
+
+
+def check_export(out_path: str | Path, workdir: str | Path, overwrite: bool = False) -> Path:
+    """The export folder (absolute) once `check_destination` allows it: absent, empty, or (with
+    `overwrite`) an earlier export; never a folder holding, or inside, the workdir."""
+    out_path = _local(out_path, "the export folder")
+    check_destination(out_path, TOY_FILE, overwrite, sources=[workdir], what="export folder")
+    return out_path
+
+
 def restore_state(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig, TrainState]:
     """The run's config and its TrainState at checkpoint `step` (None: the latest)."""
-    workdir = Path(workdir)
+    workdir = _local(workdir, "the training workdir")
     record = json.loads((workdir / "train_config.json").read_text())
     config = TrainConfig.from_dict(record["train_config"])
     manager = _checkpoint_manager(workdir, create=False)
@@ -700,13 +714,13 @@ def export(
       the prompt embeddings float32 [num_prompts, text_len, text_dim] as nested lists.
     Both are written to a temporary folder renamed into place, so a failed export leaves nothing.
     `sampling` overrides the recommended settings (keys steps, shift, guide_scale, grid, solver).
+    `overwrite` replaces an earlier export only (a folder holding toy.json); any other non-empty
+    folder, or one that is, holds or lies inside `workdir`, is refused (`check_destination`).
 
     Returns:
-      out_path.
+      out_path (absolute).
     """
-    workdir, out_path = Path(workdir), Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
+    workdir, out_path = _local(workdir, "the training workdir"), check_export(out_path, workdir, overwrite)
     record = json.loads((workdir / "train_config.json").read_text())
     config, state = restore_state(workdir)
     table = np.load(workdir / "prompt_embeddings.npy")
@@ -730,7 +744,10 @@ def save_toy(
     stride: int = 1,
     scale: float = 1.0,
 ) -> Path:
-    """Writes a toy model folder (see `export`) from parameters; replaces `out_path` atomically.
+    """Writes a toy model folder (see `export`) from parameters, atomically.
+
+    `out_path` must be absent, an empty folder, or an earlier toy folder (holding toy.json), which is
+    replaced only once the new one is complete; anything else is refused (`check_destination`).
 
     Args:
       model: the DiT config (in_dim 10, out_dim 3, "i2v").
@@ -745,7 +762,8 @@ def save_toy(
     from flax import traverse_util
     from safetensors.numpy import save_file
 
-    out_path = Path(out_path)
+    out_path = _local(out_path, "the toy model folder")
+    check_destination(out_path, TOY_FILE, overwrite=True, what="toy model folder")
     flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
     f, h, w = video_shape
     meta = {
@@ -774,17 +792,9 @@ def save_toy(
         },
         "prompt_embeddings": np.asarray(table, np.float32).tolist(),
     }
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building(out_path) as tmp:
         save_file({k: np.asarray(v, np.float32) for k, v in flat.items()}, str(tmp / TOY_WEIGHTS))
         (tmp / TOY_FILE).write_text(json.dumps(meta))
-        shutil.rmtree(out_path, ignore_errors=True)
-        tmp.rename(out_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_path
 
 
@@ -796,12 +806,12 @@ def load_toy(path: str | Path):
         wrong shapes).
     """
     from flax import traverse_util
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load as load_bytes
 
     from cosjax.models.dit import abstract_params
     from cosjax.weights.store import LoadedDiT
 
-    path = Path(path)
+    path = user_path(path)  # local or a URL: both files are read whole (a toy model is small)
     meta_file, weights_file = path / TOY_FILE, path / TOY_WEIGHTS
     if not meta_file.exists() or not weights_file.exists():
         raise FileNotFoundError(f"{path} is not a toy model folder (needs {TOY_FILE} and {TOY_WEIGHTS})")
@@ -809,7 +819,7 @@ def load_toy(path: str | Path):
     if meta.get("format") != TOY_FORMAT:
         raise ValueError(f"{meta_file} is not a {TOY_FORMAT} export")
     config = DiTConfig.from_dict(meta["dit_config"])
-    flat = load_file(str(weights_file))
+    flat = load_bytes(weights_file.read_bytes())
     expected = traverse_util.flatten_dict(abstract_params(config), sep="/")
     missing, extra = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
     bad = [k for k in expected if k in flat and tuple(flat[k].shape) != tuple(expected[k].shape)]

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.logging import Writer
+from cosjax.paths import user_path
 from cosjax.runs import RunFolder, write_atomic
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
 from cosjax.subjects import CaseRef, key_for, load_subject
@@ -123,7 +124,7 @@ def prepare(name: str, config, model: str | None, out: str | Path | None, **subj
     cases = subject.cases(spec, config.cases, config.seed0)
     if not cases:
         raise ValueError(f"data {config.data!r} gave no cases")
-    out = Path(out) if out is not None else Path("runs") / name
+    out = user_path(out if out is not None else Path("runs") / name)
     record = {
         "experiment": name,
         "model": subject.describe(),

@@ -16,14 +16,14 @@ Runs three experiments on the embedded model (`cosjax/assets/toy`), each into it
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+from cosjax.paths import user_path
 from experiments import common, ensemble, noise_perturbation, trajectory
 
 
 def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, progress: bool = True) -> dict:
     """Runs the demo and returns {experiment: summary}."""
-    out_dir = Path(out)
+    out_dir = user_path(out)
     t0 = time.perf_counter()
     results = {}
     print("1/3 trajectory: x0-hat at every denoising step, one case per family")

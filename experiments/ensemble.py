@@ -35,10 +35,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 import jax
 
+from cosjax.paths import user_path
 from cosjax.transforms import ensemble
 from experiments import common
 
@@ -188,7 +188,7 @@ def score(run_dir, evalkit: str | None = None, python: str | None = None, bench:
     from cosjax.pipeline_subject import bench_cases, score_bench_run
     from cosjax.runs import RunFolder
 
-    run_dir = Path(run_dir)
+    run_dir = user_path(run_dir)
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: give the --out folder of a `cosjax run ensemble`")

@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -111,7 +110,7 @@ def main() -> None:
     if args.write:
         subject = ToySubject(args.model)
         settings = {k: win[k] for k in ("steps", "shift", "guide_scale")}
-        path = Path(subject.path) / "toy.json"
+        path = subject.path / "toy.json"
         meta = json.loads(path.read_text())
         meta["sampling"] = dict(meta["sampling"], **settings)
         meta["preset_sweep"] = {"grid": GRID, "validation_cases_per_family": args.cases, "rows": rows}

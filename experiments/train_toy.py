@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from cosjax.train import TrainConfig, export, toy_dit_config, train
+from cosjax.train import TrainConfig, check_export, export, toy_dit_config, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +92,8 @@ def dataset(recipe: Recipe):
 
 def main(recipe: Recipe, workdir: str, export_to: str | None = None, progress: bool = True) -> dict:
     t0 = time.perf_counter()
+    if export_to:  # refused before training, not after: an earlier export is replaced, nothing else
+        check_export(export_to, workdir, overwrite=True)
     data = dataset(recipe)
     result = train(recipe.train_config(), *data, workdir, resume=True, progress=progress)
     out = {

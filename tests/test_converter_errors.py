@@ -151,11 +151,17 @@ def test_existing_output_is_kept_unless_overwrite(src, tmp_path):
     dst = tmp_path / "out"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
+    for overwrite in (False, True):  # a folder cosjax did not write is never replaced (issue 13 item 2)
+        with pytest.raises(FileExistsError, match="non-empty folder that cosjax did not write"):
+            cj.convert_checkpoint(src, dst, progress=False, overwrite=overwrite)
+        assert (dst / "keep.txt").read_text() == "mine"
+    (dst / "keep.txt").unlink()
+    cj.convert_checkpoint(src, dst, dtype="float32", progress=False)  # an empty folder is fine
     with pytest.raises(FileExistsError, match="already exists"):
         cj.convert_checkpoint(src, dst, progress=False)
-    assert (dst / "keep.txt").read_text() == "mine"
-    cj.convert_checkpoint(src, dst, dtype="float32", overwrite=True, progress=False)
-    assert not (dst / "keep.txt").exists() and (dst / "cosjax_dit.json").is_file()
+    (dst / "extra.txt").write_text("in our folder")
+    cj.convert_checkpoint(src, dst, dtype="float32", overwrite=True, progress=False)  # ours: replaced
+    assert not (dst / "extra.txt").exists() and (dst / "cosjax_dit.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -28,9 +28,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from cosjax.paths import local_file, require_local, staged_file, user_path
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ def count_frames(path: str | Path) -> int:
     """
     import imageio_ffmpeg
 
-    with quiet_fork():
-        return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
+    with quiet_fork(), local_file(user_path(path)) as file:  # ffmpeg reads a local copy of a URL
+        return int(imageio_ffmpeg.count_frames_and_secs(str(file))[0])
 
 
 def _scan_sample(split: str, task: str, folder: Path, problems: list[str]) -> BenchSample | None:
@@ -179,7 +179,7 @@ def _scan_sample(split: str, task: str, folder: Path, problems: list[str]) -> Be
     sizes = []
     for name in FILES[:2]:
         try:
-            with Image.open(folder / name) as im:
+            with (folder / name).open("rb") as f, Image.open(f) as im:  # local or a URL
                 im.verify()
                 sizes.append((im.height, im.width))
         except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
@@ -240,7 +240,7 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
     Raises BenchDataError naming the file and every bad entry (by position and id). The base64
     `first_image` of each entry is not decoded: the sample's first_frame.png is what is read.
     """
-    path = Path(path)
+    path = user_path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -359,7 +359,7 @@ def inspect_bench(root: str | Path) -> BenchIndex:
     folder absent while ROOT holds other folders is an error (likely misnamed). Without a manifest
     the folder scan alone decides (and a warning says absent samples cannot be named).
     """
-    root = Path(root).expanduser()
+    root = user_path(root)
     if not root.is_dir():
         raise BenchDataError(root, [f"{root}: not a directory (expected the VBVR-Bench-Data folder)"])
     manifest_path = root / MANIFEST
@@ -467,7 +467,7 @@ def video_path(out_root: str | Path, sample: BenchSample) -> Path:
     `<name>_vbvr_results.json`), so give each model / run its own OUT_ROOT. It only picks up files
     named exactly `\\d{5}.mp4` in task folders whose name is a key of its evaluator map.
     """
-    return Path(out_root) / sample.split / sample.task / f"{sample.index}.mp4"
+    return user_path(out_root) / sample.split / sample.task / f"{sample.index}.mp4"
 
 
 def write_video(
@@ -476,34 +476,27 @@ def write_video(
     """Writes uint8 [F, H, W, 3] frames (H, W even) as an H.264 mp4, atomically.
 
     Frames go to a hidden temporary file in the same folder (never matched by the EvalKit's
-    `\\d{5}.mp4` pattern), which replaces `path` only once complete; on any error it is deleted and
-    an existing `path` is left untouched. fps 16 and imageio quality 5 are the reference settings.
+    `\\d{5}.mp4` pattern; its mode follows the umask), which replaces `path` only once complete; on
+    any error it is deleted and an existing `path` is left untouched. A URL `path` (`gs://...`) is
+    uploaded once complete (`cosjax.paths.staged_file`). fps 16 and imageio quality 5 are the
+    reference settings.
     """
     import imageio.v2 as imageio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with quiet_fork():  # ffmpeg starts at the first frame
-            writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, quality=quality, macro_block_size=1)
-            try:
-                n = 0
-                for frame in frames_uint8:
-                    frame, n = np.asarray(frame), n + 1
-                    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-                        raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
-                    writer.append_data(frame)
-                if n == 0:
-                    raise ValueError(f"no frames to write to {path}")
-            finally:
-                writer.close()
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = user_path(path)
+    with staged_file(path, suffix=".tmp.mp4") as tmp, quiet_fork():  # ffmpeg starts at the first frame
+        writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, quality=quality, macro_block_size=1)
+        try:
+            n = 0
+            for frame in frames_uint8:
+                frame, n = np.asarray(frame), n + 1
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+                    raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+                writer.append_data(frame)
+            if n == 0:
+                raise ValueError(f"no frames to write to {path}")
+        finally:
+            writer.close()
     return path
 
 
@@ -607,7 +600,7 @@ def load_bench(root: str | Path, data_dir: str | Path | None = None, as_records:
     ~/tensorflow_datasets) in a config named by a fingerprint of the folder's path and files, so a
     changed folder is rebuilt and an unchanged one reused.
     """
-    root = Path(root).expanduser()
+    root = require_local(user_path(root), "load_bench's folder", "copy the bench locally")
     samples = scan_bench(root)
     config = VbvrBenchConfig(name=f"f{_fingerprint(root, samples)}", root=str(root.resolve()))
     builder = VbvrBench(config=config, data_dir=None if data_dir is None else str(data_dir))

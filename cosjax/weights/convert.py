@@ -19,7 +19,6 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from cosjax.models import vae as vae_lib
 from cosjax.models.dit import abstract_params
 from cosjax.models.t5 import T5Config
 from cosjax.models.vae import VAEConfig
+from cosjax.paths import building, check_destination, require_local, user_path
 from cosjax.text import DIFFUSERS_WEIGHTS, OFFICIAL_WEIGHTS, TOKENIZER_DIRS, UMT5Tokenizer
 from cosjax.weights import t5_keys, vae_keys
 from cosjax.weights.dit_keys import KEY_SPECS, KeySpec, Layout, expected_keys, to_leaf, torch_shape
@@ -475,14 +475,17 @@ def convert_checkpoint(
     (float32, with `cosjax_vae.json`), `dst/text_encoder/` (`dtype`, with `cosjax_t5.json`) and
     `dst/tokenizer/`: a folder `cosjax.Pipeline.from_pretrained` loads whole. Everything is checked
     before anything is written, and the folder appears only when complete: work happens in a hidden
-    sibling folder renamed at the end and removed on any failure.
+    sibling folder renamed at the end and removed on any failure; such folders left by a killed
+    conversion are removed by the next one (`cosjax.paths.clean_stale_temps`).
 
     Args:
       src: checkpoint path (see `cosjax.weights.sources`).
-      dst: output folder; must not exist unless `overwrite`.
+      dst: output folder (local): absent, or an empty folder, or with `overwrite` an earlier converted
+        folder (holding cosjax_dit.json). Any other folder, and one that is, contains or lies inside
+        `src` or a LoRA file, is refused before anything is read (`cosjax.paths.check_destination`).
       dtype: parameter dtype of the DiT and text encoder: "bfloat16" (default), "float32" or "float16".
       config: architecture override (e.g. a preset's DiTConfig).
-      overwrite: replace an existing `dst`.
+      overwrite: replace an earlier converted `dst`.
       progress: show a progress bar per expert and component.
       loras: expert name ("high_noise", "low_noise" or "dit") -> [(LoRA safetensors file, strength)],
         merged into that expert's Linear weights in float32 before the cast to `dtype` (see
@@ -494,6 +497,11 @@ def convert_checkpoint(
       The output folder (absolute).
     """
     np_dtype = numpy_dtype(dtype)
+    src = require_local(user_path(src), "SRC", "copy the checkpoint to a local folder first")
+    fix = "convert to a local folder, then copy it (gcloud storage cp -r)"
+    dst = require_local(user_path(dst), "DST", fix)
+    lora_files = [path for pairs in (loras or {}).values() for path, _ in pairs]
+    check_destination(dst, METADATA_FILE, overwrite, sources=[src, *lora_files], what="DST")
     source = open_checkpoint(src, config)
     for expert in source.experts:
         check_expert(expert)
@@ -501,35 +509,14 @@ def convert_checkpoint(
     metadata = _metadata(source, src, np_dtype)
     metadata["loras"] = lora_metadata(opened)
     found = find_components(src, source.experts[0].config, vae, text_encoder)
-    dst = Path(dst).absolute()  # orbax's partial saves need absolute paths
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
-    tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with building(dst) as tmp:  # absolute, as orbax's partial saves need
         for expert in source.experts:
             merged = with_loras(expert, opened.get(expert.name, ()))
             _write_expert(merged, tmp / expert.name, np_dtype, progress)
         metadata["components"] = _write_components(found, tmp, np_dtype, progress)
         metadata["skipped_components"] = found.skipped
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        _publish(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
-
-
-def _publish(tmp: Path, dst: Path) -> None:
-    """Renames the finished `tmp` to `dst`, replacing an existing `dst` only once `tmp` is in place."""
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-        dst.rename(old)
-        tmp.rename(dst)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(dst)
 
 
 def _metadata(source: CheckpointSource, src, dtype: np.dtype) -> dict:
@@ -569,7 +556,7 @@ def _restore(folder: Path, abstract, dtype: np.dtype):
 
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=sharding), abstract)
-    return ocp.load_pytree(Path(folder).absolute(), target)
+    return ocp.load_pytree(user_path(folder), target)
 
 
 def _stored_config(meta: dict, cls, file: Path, override):
@@ -595,10 +582,11 @@ def load_converted_vae(folder: str | Path, config: VAEConfig | None = None) -> t
     Raises:
       CheckpointError for a missing, corrupt or foreign `cosjax_vae.json` or a config mismatch.
     """
-    file = Path(folder) / vae_keys.CONVERTED_FILE
+    folder = user_path(folder)
+    file = folder / vae_keys.CONVERTED_FILE
     meta = _read_component_meta(file, "cosjax-vae")
     config = _stored_config(meta, VAEConfig, file, config)
-    return config, _restore(Path(folder), vae_lib.abstract_params(config), np.dtype(np.float32))
+    return config, _restore(folder, vae_lib.abstract_params(config), np.dtype(np.float32))
 
 
 def load_converted_t5(
@@ -621,9 +609,10 @@ def load_converted_t5(
     Raises:
       CheckpointError for a missing, corrupt or foreign `cosjax_t5.json` or a config mismatch.
     """
-    file = Path(folder) / t5_keys.CONVERTED_FILE
+    folder = user_path(folder)
+    file = folder / t5_keys.CONVERTED_FILE
     meta = _read_component_meta(file, "cosjax-t5")
     config = _stored_config(meta, T5Config, file, config)
     target = numpy_dtype(meta["dtype"] if dtype is None else dtype)
-    params = _restore(Path(folder), t5_lib.abstract_params(config), target)
+    params = _restore(folder, t5_lib.abstract_params(config), target)
     return config, jax.tree.map(place, params)

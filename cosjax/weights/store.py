@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from jax.sharding import Mesh
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, abstract_params
 from cosjax.parallel import param_shardings
+from cosjax.paths import AnyPath, building, check_destination, require_local, user_path
 from cosjax.weights.convert import FORMAT_VERSION, METADATA_FILE, check_expert, iter_leaves, numpy_dtype
 from cosjax.weights.safetensors_io import CheckpointError
 from cosjax.weights.sources import open_checkpoint
@@ -72,7 +72,8 @@ def load_dit(
     """Loads a DiT from a converted folder (`cosjax convert`) or directly from PyTorch weights.
 
     Args:
-      path: a folder written by `convert_checkpoint`, or any PyTorch checkpoint that
+      path: a folder written by `convert_checkpoint` (a local path, relative or absolute, or a URL
+        such as `gs://bucket/model`), or any local PyTorch checkpoint that
         `cosjax.weights.sources.open_checkpoint` recognises.
       dtype: parameter dtype ("float32", "bfloat16", "float16"); None keeps the stored dtype
         (for PyTorch weights, the dtype of `patch_embedding.weight`).
@@ -84,10 +85,11 @@ def load_dit(
     Returns:
       A LoadedDiT with parameters on the default device, or sharded over `mesh`.
     """
-    path = Path(path)
+    path = user_path(path)
     if (path / METADATA_FILE).is_file():
         return _load_converted(path, dtype, mesh)
-    source = open_checkpoint(path, config)
+    fix = "convert it (cosjax convert) and load the converted folder from there, or copy it locally"
+    source = open_checkpoint(require_local(path, "a PyTorch checkpoint (memory-mapped)", fix), config)
     first = source.experts[0]
     stored = first.tensors["patch_embedding.weight"].dtype
     np_dtype = numpy_dtype(dtype or stored.name)
@@ -116,7 +118,7 @@ def _place_expert(expert, dtype, mesh: Mesh | None) -> dict:
     return tree
 
 
-def _load_converted(path: Path, dtype: str | None, mesh: Mesh | None) -> LoadedDiT:
+def _load_converted(path: AnyPath, dtype: str | None, mesh: Mesh | None) -> LoadedDiT:
     from orbax.checkpoint.experimental import v1 as ocp
 
     meta = json.loads((path / METADATA_FILE).read_text())
@@ -151,22 +153,17 @@ def save_dit(
 
     Same layout as `convert_checkpoint`: `cosjax_dit.json` + one Orbax checkpoint per expert, written
     in a hidden sibling folder and renamed into place when complete. Sharded arrays are saved by every
-    host for its own shards.
+    host for its own shards. `path` must be absent, an empty folder, or (with `overwrite`) a converted
+    folder; any other folder is refused (`cosjax.paths.check_destination`).
     """
-    import shutil
-
     from orbax.checkpoint.experimental import v1 as ocp
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path = require_local(user_path(path), "save_dit's folder", "save locally, then copy the folder")
+    check_destination(path, METADATA_FILE, overwrite)
     dtypes = {leaf.dtype for params in experts.values() for leaf in jax.tree.leaves(params)}
     if len(dtypes) != 1:
         raise ValueError(f"all parameters must share one dtype, found {sorted(str(d) for d in dtypes)}")
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with building(path) as tmp:
         for name, params in experts.items():
             ocp.save_pytree(tmp / name, params)
         meta = {
@@ -180,10 +177,4 @@ def save_dit(
             "source": {"path": None, "layout": "cosjax"},
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

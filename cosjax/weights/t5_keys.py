@@ -29,6 +29,7 @@ import ml_dtypes
 import numpy as np
 
 from cosjax.models.t5 import UMT5_XXL, T5Config, abstract_params
+from cosjax.paths import user_path
 from cosjax.weights.safetensors_io import CheckpointError, describe_keys
 from cosjax.weights.sources import index_tensors
 
@@ -323,7 +324,7 @@ def open_checked(
 def converted_folder(path: str | Path) -> Path | None:
     """The folder written by `cosjax convert` that `path` names (itself, or a converted pipeline
     folder's `text_encoder/`), told by its `cosjax_t5.json`; None when `path` is no such folder."""
-    path = Path(path)
+    path = user_path(path)
     for folder in (path, path / "text_encoder"):
         if (folder / CONVERTED_FILE).is_file():
             return folder

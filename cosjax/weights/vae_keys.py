@@ -44,6 +44,7 @@ import ml_dtypes
 import numpy as np
 
 from cosjax.models.vae import VAEConfig, abstract_params
+from cosjax.paths import require_local, user_path
 from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, describe_keys, read_header
 
 Path_ = tuple[str, ...]
@@ -464,12 +465,13 @@ def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
     Raises:
       CheckpointError as the chosen loader does.
     """
-    path = Path(path)
+    path = user_path(path)
     converted = converted_folder(path)
     if converted is not None:
         from cosjax.weights.convert import load_converted_vae
 
         return load_converted_vae(converted, config)
+    path = require_local(path, "a PyTorch VAE (memory-mapped)", "load a converted folder, or copy it locally")
     official = _official_file(path)
     if official is not None:
         return load_vae_official(official, config)
@@ -479,7 +481,7 @@ def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
 def converted_folder(path: str | os.PathLike) -> Path | None:
     """The folder written by `cosjax convert` that `path` names (itself, or a converted pipeline
     folder's `vae/`), told by its `cosjax_vae.json`; None when `path` is no such folder."""
-    path = Path(path)
+    path = user_path(path)
     for folder in (path, path / "vae"):
         if (folder / CONVERTED_FILE).is_file():
             return folder

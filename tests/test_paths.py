@@ -1,0 +1,243 @@
+"""Paths given by users (issue 13 items 1, 2, 7): relative paths load from any working directory,
+nothing a user owns is removed or overwritten, written files follow the umask, TensorBoard event
+files are unique per writer, and temp folders of dead writers are cleaned on the next run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import make_reference, save_official
+from test_convert_components import repo  # noqa: F401  (fixture)
+from test_vbvr_bench import make_bench
+
+import cosjax as cj
+from cosjax.cli import main as cli_main
+from cosjax.configs import get_preset
+from cosjax.logging import Writer
+from cosjax.models.dit import init_params
+from cosjax.pipeline import Pipeline
+from cosjax.runs import RunFolder, write_atomic
+from cosjax.train import prompt_embeddings, save_toy, toy_dit_config
+from cosjax.weights.store import save_dit
+
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
+
+def assert_same_params(ours, ref) -> None:
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(ref)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """ROOT/out/model: a converted folder (save_dit, absolute path) and its parameters."""
+    config = get_preset("tiny").dit
+    params = init_params(config, jax.random.key(0))
+    root = tmp_path_factory.mktemp("relative")
+    save_dit(root / "out" / "model", config, {"dit": params})
+    return root, params
+
+
+# ---- item 1: relative paths ---------------------------------------------------------------------
+
+
+def test_load_dit_from_a_relative_path(tiny_model, monkeypatch):
+    root, params = tiny_model
+    monkeypatch.chdir(root)
+    assert_same_params(cj.load_dit("out/model").params, params)
+
+
+def test_pipeline_from_a_relative_path(tiny_model, monkeypatch):
+    root, params = tiny_model
+    monkeypatch.chdir(root / "out")
+    pipe = Pipeline.from_pretrained("./model")
+    assert_same_params(pipe.dit.params, params)
+
+
+def test_cli_run_with_relative_model_data_and_out(repo, tmp_path, monkeypatch, capsys):  # noqa: F811
+    cj.convert_checkpoint(repo, tmp_path / "ckpt" / "wan", dtype="float32", progress=False)
+    make_bench(tmp_path / "VBVR-Bench-Data")
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "trajectory", "--model", "ckpt/wan", "--data", "vbvr-bench:VBVR-Bench-Data"]
+    assert cli_main([*argv, "--out", "runs/t", "--quiet", "cases=1", "steps=1"]) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "runs" / "t" / "results.json").read_text())
+    assert len(results["cases"]) == 3
+    assert results["config"]["model"]["path"] == str(tmp_path / "ckpt" / "wan")  # stored absolute
+    assert results["config"]["model"]["bench"] == str(tmp_path / "VBVR-Bench-Data")
+    assert f"results: {tmp_path / 'runs' / 't'}/results.json" in capsys.readouterr().out
+
+
+# ---- item 2: never delete user data -------------------------------------------------------------
+
+
+def user_folder(path: Path) -> Path:
+    (path / "important").mkdir(parents=True)
+    (path / "notes.txt").write_text("my notes")
+    (path / "important" / "weights.bin").write_bytes(b"\x00\x01\x02")
+    return path
+
+
+def assert_user_folder_intact(path: Path) -> None:
+    assert (path / "notes.txt").read_text() == "my notes"
+    assert (path / "important" / "weights.bin").read_bytes() == b"\x00\x01\x02"
+    assert sorted(p.name for p in path.iterdir()) == ["important", "notes.txt"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def not_ours(folder: Path, marker: str, what: str) -> str:
+    return (
+        f"{what} {folder} is a non-empty folder that cosjax did not write (no {marker}); refusing to "
+        "write into it or replace it: choose a new or empty folder"
+    )
+
+
+def test_train_toy_export_never_replaces_a_user_folder(tmp_path, capsys):
+    export_dir = user_folder(tmp_path / "DIR")
+    argv = ["train-toy", "--workdir", str(tmp_path / "w"), "--export", str(export_dir), "--quiet"]
+    assert cli_main([*argv, "steps=2", "per_family=2", "dim=16", "layers=1", "heads=2"]) == 2
+    assert not_ours(export_dir, "toy.json", "export folder") in capsys.readouterr().err
+    assert_user_folder_intact(export_dir)
+    assert not (tmp_path / "w").exists()  # refused before training
+
+
+@pytest.fixture(scope="module")
+def toy_parts():
+    cfg = toy_dit_config(dim=16, num_layers=1, num_heads=2, patch_size=(1, 8, 8), text_dim=8)
+    return cfg, init_params(cfg, jax.random.key(0)), prompt_embeddings(0, 2, cfg.text_len, cfg.text_dim)
+
+
+def test_save_toy_replaces_only_its_own_folder(toy_parts, tmp_path):
+    cfg, params, table = toy_parts
+    folder = user_folder(tmp_path / "DIR")
+    with pytest.raises(FileExistsError) as e:
+        save_toy(folder, cfg, params, table, (9, 32, 32))
+    assert str(e.value) == not_ours(folder, "toy.json", "toy model folder")
+    assert_user_folder_intact(folder)
+    ours = save_toy(tmp_path / "toy", cfg, params, table, (9, 32, 32))
+    save_toy(ours, cfg, params, table, (9, 32, 32), sampling={"steps": 3})  # an earlier one: replaced
+    assert json.loads((ours / "toy.json").read_text())["sampling"]["steps"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR", "toy"]  # no temp or old folder left
+
+
+@pytest.fixture
+def pytorch_src(tmp_path) -> Path:
+    return save_official(make_reference(seed=1), tmp_path / "ckpt_src" / "model")
+
+
+@pytest.mark.parametrize(
+    "where, relation",
+    [("same", "is the source"), ("parent", "contains the source"), ("inside", "lies inside the source")],
+)
+def test_convert_never_touches_its_source(pytorch_src, tmp_path, capsys, where, relation):
+    before = snapshot(tmp_path)
+    dst = {"same": pytorch_src, "parent": pytorch_src.parent, "inside": pytorch_src / "converted"}[where]
+    assert cli_main(["convert", str(pytorch_src), str(dst), "--overwrite", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"cosjax convert: error: DST {dst} {relation} {pytorch_src}" in err
+    assert snapshot(tmp_path) == before  # the source byte for byte, nothing added anywhere
+
+
+def test_save_dit_never_replaces_a_user_folder(tmp_path):
+    config = get_preset("tiny").dit
+    folder = user_folder(tmp_path / "DIR")
+    with pytest.raises(FileExistsError) as e:
+        save_dit(folder, config, {"dit": init_params(config, jax.random.key(0))}, overwrite=True)
+    assert str(e.value) == not_ours(folder, "cosjax_dit.json", "destination")
+    assert_user_folder_intact(folder)
+
+
+def test_run_out_never_writes_into_a_user_folder(tmp_path):
+    folder = user_folder(tmp_path / "DIR")
+    (folder / "results.csv").write_text("my,table\n")
+    with pytest.raises(FileExistsError) as e:
+        RunFolder(folder, {"experiment": "trajectory"})
+    assert str(e.value) == not_ours(folder, "config.json", "--out")
+    assert (folder / "results.csv").read_text() == "my,table\n" and not (folder / "config.json").exists()
+    RunFolder(tmp_path / "empty", {"experiment": "trajectory"})  # a new folder is claimed
+    RunFolder(tmp_path / "empty", {"experiment": "trajectory"})  # and resumed
+    assert json.loads((tmp_path / "empty" / "config.json").read_text()) == {"experiment": "trajectory"}
+
+
+# ---- item 7: housekeeping ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_files_follow_the_umask(tmp_path, umask, mode):
+    from cosjax.data.vbvr_bench import write_video
+
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "record.json", "{}")
+        write_video(tmp_path / "video.mp4", np.zeros((5, 16, 16, 3), np.uint8), fps=4)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "video.mp4").stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json", "video.mp4"]
+
+
+def test_writers_started_together_get_their_own_event_files(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    monkeypatch.setattr(time, "time", lambda: 1_764_600_000.0)  # both start in the same second
+    writers = [Writer(tmp_path / "tb"), Writer(tmp_path / "tb")]
+    for i, w in enumerate(writers):
+        w.scalar("run/id", i, step=0)
+        w.close()
+    files = sorted((tmp_path / "tb").iterdir())
+    assert len(files) == 2
+    values = []
+    for f in files:
+        events = [e for e in EventFileLoader(str(f)).Load() if e.summary.value]
+        values += [v.tensor.float_val[0] for e in events for v in e.summary.value]
+    assert sorted(values) == [0.0, 1.0]  # each run's scalar in its own file, none lost
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temp_folders_of_dead_writers_are_cleaned(tmp_path):
+    config = get_preset("tiny").dit
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        dead, host = _dead_pid(), socket.gethostname()
+        names = {
+            f".model.tmp-{dead}": False,  # left by a SIGKILLed writer: cleaned
+            f".model.tmp-{host}-{dead}": False,
+            f".model.old-{host}-{dead}": False,
+            f".model.tmp-{live.pid}": True,  # a live writer's: kept
+            f".model.tmp-{host}-{live.pid}": True,
+            f".model.tmp-otherhost-{dead}": True,  # another host's (shared disk): its own to clean
+            f".other.tmp-{dead}": True,  # another destination's
+        }
+        for name in names:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "partial.bin").write_bytes(b"x")
+        save_dit(tmp_path / "model", config, {"dit": init_params(config, jax.random.key(0))})
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == {"model"} | {n for n, keep in names.items() if keep}
+    finally:
+        live.kill()
+        live.wait()
