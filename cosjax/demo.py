@@ -62,9 +62,11 @@ def run_demo(preset: str = "tiny", seed: int = 0, steps: int = 8, out: str = "ru
     tile = np.pad(grid, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=1.0)
     image = tile.transpose(0, 2, 1, 3).reshape(tile.shape[0] * tile.shape[2], -1)
     image = np.repeat(np.repeat((image * 255).astype(np.uint8), 8, 0), 8, 1)
-    path = Path(out) / "x0_trajectory.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, image)
+    from cosjax.paths import user_path
+    from cosjax.runs import write_atomic
+
+    path = user_path(out) / "x0_trajectory.png"
+    write_atomic(path, iio.imwrite("<bytes>", image, extension=".png"))
     print(
         f"final latents rms {float(jnp.sqrt(jnp.mean(latents**2))):.3f}; "
         f"x0-hat grid (rows = steps, columns = latent frames) written to {path}"

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -113,7 +114,7 @@ def not_ours(folder: Path, marker: str, what: str) -> str:
 def test_train_toy_export_never_replaces_a_user_folder(tmp_path, capsys):
     export_dir = user_folder(tmp_path / "DIR")
     argv = ["train-toy", "--workdir", str(tmp_path / "w"), "--export", str(export_dir), "--quiet"]
-    assert cli_main([*argv, "steps=2", "per_family=2", "dim=16", "layers=1", "heads=2"]) == 2
+    assert cli_main([*argv, "steps=2", "warmup=0", "per_family=2", "dim=16", "layers=1", "heads=2"]) == 2
     assert not_ours(export_dir, "toy.json", "export folder") in capsys.readouterr().err
     assert_user_folder_intact(export_dir)
     assert not (tmp_path / "w").exists()  # refused before training
@@ -241,3 +242,108 @@ def test_stale_temp_folders_of_dead_writers_are_cleaned(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+# ---- issue 16 item 4: gs:// URLs through etils.epath, on a local stand-in ----------------------
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+    """`gs://...` served from `tmp_path/gcs/...`: fsspec's `gcs` implementation (gcsfs in real use)
+    is replaced by a local folder, so every read and write of a gs:// URL goes through exactly the code
+    a real one does (cosjax.paths -> etils.epath's fsspec backend -> fsspec.filesystem("gcs")).
+
+    Orbax reads gs:// through tensorstore's own GCS driver, which no stand-in reaches offline: its
+    `load_pytree` is wrapped to check that the URL arrives intact and to read the same folder locally.
+    """
+    import fsspec  # noqa: F401  (loads fsspec.registry)
+    from etils.epath import backend, gpath
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+    from orbax.checkpoint.experimental import v1 as ocp
+
+    root = tmp_path / "gcs"
+    root.mkdir()
+
+    class LocalBucket(DirFileSystem):
+        protocol = ("gs", "gcs")
+
+        def __init__(self, *args, finalize_on_close=False, **kwargs):  # gcsfs's option, as epath passes it
+            super().__init__(path=str(root), fs=LocalFileSystem(), **kwargs)
+
+        def _join(self, path):
+            if isinstance(path, str):
+                path = path.removeprefix("gs://")
+            return super()._join(path)
+
+    monkeypatch.setitem(sys.modules["fsspec.registry"]._registry, "gcs", LocalBucket)
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)  # epath's gs:// backend: fsspec
+    backend.fsspec_backend._get_filesystem.cache_clear()
+    read, orbax_urls = ocp.load_pytree, []
+
+    def load_pytree(path, *args, **kwargs):
+        if isinstance(path, Path):  # a local path: orbax reads it itself
+            return read(path, *args, **kwargs)
+        assert str(path).startswith("gs://bucket/"), path  # a URL, intact (not collapsed to gs:/)
+        orbax_urls.append(str(path))
+        return read(root / str(path).removeprefix("gs://"), *args, **kwargs)
+
+    monkeypatch.setattr(ocp, "load_pytree", load_pytree)
+    yield types.SimpleNamespace(root=root, orbax_urls=orbax_urls)
+    backend.fsspec_backend._get_filesystem.cache_clear()
+
+
+def test_user_path_keeps_urls_and_makes_local_paths_absolute(tmp_path, monkeypatch):
+    from etils import epath
+
+    from cosjax.paths import user_path
+
+    monkeypatch.chdir(tmp_path)
+    assert user_path("out/model") == tmp_path / "out" / "model"
+    url = user_path("gs://b/x/model")
+    assert isinstance(url, epath.Path) and str(url / "cosjax_dit.json") == "gs://b/x/model/cosjax_dit.json"
+    assert str(Path("gs://b/x")) == "gs:/b/x"  # why no user string may go through pathlib
+    with pytest.raises(ValueError, match="unsupported URL scheme 'ftp'"):
+        user_path("ftp://host/x")
+
+
+def test_run_reads_model_and_bench_from_gs_and_writes_results_there(repo, tmp_path, bucket):  # noqa: F811
+    import shutil
+
+    cj.convert_checkpoint(repo, tmp_path / "local" / "wan", dtype="float32", progress=False)
+    make_bench(tmp_path / "local" / "bench")
+    shutil.copytree(tmp_path / "local", bucket.root / "bucket")
+    settings = ["--quiet", "cases=1", "steps=1"]
+    common = ["run", "trajectory", *settings]
+    local = tmp_path / "local"
+    paths = ["--model", str(local / "wan"), "--data", f"vbvr-bench:{local / 'bench'}"]
+    assert cli_main([*common, *paths, "--out", str(local / "r")]) == 0
+    url = ["--model", "gs://bucket/wan", "--data", "vbvr-bench:gs://bucket/bench", "--out", "gs://bucket/r"]
+    assert cli_main([*common, *url]) == 0
+    parts = ("high_noise", "low_noise", "text_encoder", "vae")
+    assert sorted(bucket.orbax_urls) == [f"gs://bucket/wan/{n}" for n in parts]  # read from the URL
+    out = bucket.root / "bucket" / "r"  # everything landed under the URL
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["model"]["path"] == "gs://bucket/wan"
+    assert results["config"]["model"]["bench"] == "gs://bucket/bench"
+    expected = json.loads((local / "r" / "results.json").read_text())
+    assert results["cases"] == expected["cases"] and results["summary"] == expected["summary"]
+    assert snapshot(out / "cases") == snapshot(local / "r" / "cases")  # records and grids, byte for byte
+    assert (out / "results.csv").read_text() == (local / "r" / "results.csv").read_text()
+    assert [p.name.split(".")[:3] for p in (out / "tb").iterdir()] == [["events", "out", "tfevents"]]
+    assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no temp file left in the bucket
+
+
+def test_toy_model_and_video_through_gs(toy_parts, tmp_path, bucket):
+    from cosjax.data.vbvr_bench import count_frames, write_video
+    from cosjax.train import load_toy
+
+    cfg, params, table = toy_parts
+    save_toy(bucket.root / "bucket" / "toy", cfg, params, table, (9, 32, 32))
+    dit, meta, got_table = load_toy("gs://bucket/toy")
+    assert_same_params(dit.params, params)
+    np.testing.assert_array_equal(got_table, np.asarray(table, np.float32))
+    frames = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    write_video("gs://bucket/v/00000.mp4", frames, fps=4)
+    assert count_frames("gs://bucket/v/00000.mp4") == 5
+    assert [p.name for p in (bucket.root / "bucket" / "v").iterdir()] == ["00000.mp4"]
