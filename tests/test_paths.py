@@ -347,3 +347,5 @@ def test_toy_model_and_video_through_gs(toy_parts, tmp_path, bucket):
     write_video("gs://bucket/v/00000.mp4", frames, fps=4)
     assert count_frames("gs://bucket/v/00000.mp4") == 5
     assert [p.name for p in (bucket.root / "bucket" / "v").iterdir()] == ["00000.mp4"]
+    with pytest.raises(ValueError, match="gs://bucket/v: holds no cosjax_dit.json .* must be a local path"):
+        cj.load_dit("gs://bucket/v")  # not a converted folder: PyTorch weights are read locally only

@@ -88,8 +88,9 @@ def load_dit(
     path = user_path(path)
     if (path / METADATA_FILE).is_file():
         return _load_converted(path, dtype, mesh)
+    what = f"holds no {METADATA_FILE} (not a converted folder); a PyTorch checkpoint (memory-mapped)"
     fix = "convert it (cosjax convert) and load the converted folder from there, or copy it locally"
-    source = open_checkpoint(require_local(path, "a PyTorch checkpoint (memory-mapped)", fix), config)
+    source = open_checkpoint(require_local(path, what, fix), config)
     first = source.experts[0]
     stored = first.tensors["patch_embedding.weight"].dtype
     np_dtype = numpy_dtype(dtype or stored.name)
