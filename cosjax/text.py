@@ -19,9 +19,7 @@ import hashlib
 import html
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ import numpy as np
 
 from cosjax.models import t5
 from cosjax.models.t5 import TEXT_LEN, T5Config
-from cosjax.paths import require_local, user_path
+from cosjax.paths import require_local, staged_file, user_path
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +232,8 @@ class EmbeddingCache:
             stored, dtype = bits.view(np.uint16), "bfloat16"
         else:
             stored, dtype = np.asarray(embedding, np.float32), "float32"
-        tmp = None
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem[:16]}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with staged_file(path) as tmp, open(tmp, "wb") as f:  # atomic; the mode follows the umask
                 np.savez(
                     f,
                     embedding=stored,
@@ -246,13 +241,8 @@ class EmbeddingCache:
                     ids=np.asarray(ids, np.int32),
                     prompt=np.array(prompt),
                 )
-            os.replace(tmp, path)
-            tmp = None
         except OSError as e:
             log.warning("%s: cannot write prompt-embedding cache entry (%s)", path, e)
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
 
 
 def _find(root: Path, names: Sequence[str], what: str) -> Path:

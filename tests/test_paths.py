@@ -184,16 +184,23 @@ def test_run_out_never_writes_into_a_user_folder(tmp_path):
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_files_follow_the_umask(tmp_path, umask, mode):
     from cosjax.data.vbvr_bench import write_video
+    from cosjax.text import EmbeddingCache
 
+    cache = EmbeddingCache(tmp_path / "cache", "f" * 16)
+    ids = np.arange(3, dtype=np.int32)
     old = os.umask(umask)
     try:
         write_atomic(tmp_path / "record.json", "{}")
         write_video(tmp_path / "video.mp4", np.zeros((5, 16, 16, 3), np.uint8), fps=4)
+        cache.store(ids, np.ones((3, 4), np.float32))
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "record.json").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "video.mp4").stat().st_mode) == mode
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json", "video.mp4"]
+    assert stat.S_IMODE(cache.path(ids).stat().st_mode) == mode
+    np.testing.assert_array_equal(cache.load(ids, 4), np.ones((3, 4), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "record.json", "video.mp4"]
+    assert [p.name for p in cache.folder.iterdir()] == [cache.path(ids).name]
 
 
 def test_writers_started_together_get_their_own_event_files(tmp_path, monkeypatch):
