@@ -34,18 +34,20 @@ What the EvalKit does (read from Video-Reason/VBVR-EvalKit `run_evaluation.py`, 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosjax.data.vbvr_bench import SPLITS, AbsentSample, BenchSample, quiet_fork
-from cosjax.paths import is_url, user_path
+from cosjax.data.vbvr_bench import FILES, SPLITS, AbsentSample, BenchSample, quiet_fork
+from cosjax.paths import AnyPath, is_local, is_url, user_path
 
 GROUPS = {"overall": SPLITS, "in_domain": SPLITS[:1], "out_of_domain": SPLITS[1:]}
 PYTHON_ENV = "COSJAX_EVALKIT_PYTHON"
@@ -161,8 +163,8 @@ def _local(path: str | Path, what: str) -> Path:
     if is_url(path):
         raise EvalKitError(
             f"the EvalKit reads local folders only, got the {what} {path}: copy it to this machine "
-            "(gcloud storage rsync -r URL DIR) or mount the bucket (gcsfuse), then score the local copy "
-            "(cosjax score RUN_DIR --bench DIR)"
+            "(gcloud storage rsync -r URL DIR) or mount the bucket (gcsfuse); `cosjax score RUN_DIR` "
+            "and the ensemble's own scoring step (`score_arms`) make those copies themselves"
         )
     return user_path(path).resolve()
 
@@ -329,6 +331,38 @@ def log_summary(writer, summary: dict, step: int = 0) -> str:
     return table
 
 
+def _copy(src: AnyPath, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+
+
+@contextlib.contextmanager
+def _local_inputs(
+    out: AnyPath, arms: Sequence[str], samples: Sequence[BenchSample], bench_root: AnyPath
+) -> Iterator[tuple[Path, Path]]:
+    """(run folder, bench folder) as local folders for the EvalKit, which reads plain files: each
+    itself when local, else a temporary copy of what the EvalKit reads (every arm's videos; the
+    scored samples' ground-truth files), deleted afterwards."""
+    if is_local(out) and is_local(bench_root):
+        yield out, bench_root
+        return
+    with tempfile.TemporaryDirectory(prefix="cosjax-evalkit-") as tmp:
+        local_out, local_bench = out, bench_root
+        if not is_local(out):
+            local_out = Path(tmp) / out.name
+            for arm in arms:
+                videos = out / "videos" / arm
+                for video in videos.glob("*/*/*.mp4") if videos.is_dir() else ():
+                    split, task = video.parent.parent.name, video.parent.name
+                    _copy(video, local_out / "videos" / arm / split / task / video.name)
+        if not is_local(bench_root):
+            local_bench = Path(tmp) / "bench"
+            for s in samples:
+                for name in FILES:
+                    _copy(s.folder / name, local_bench / s.split / s.task / s.index / name)
+        yield local_out, local_bench
+
+
 def score_arms(
     out: str | Path,
     arms: Sequence[str],
@@ -343,7 +377,9 @@ def score_arms(
 
     The EvalKit writes into `out/evalkit/<arm>`, TensorBoard scalars go to `out/tb/evalkit_<arm>`;
     nothing else in `out` is touched, so a failed scoring leaves every video and record as it was.
-    `retry`: the command that scores the finished run again (put in the messages).
+    `out` and `bench_root` may be URLs (`gs://...`): the EvalKit then scores a local temporary copy
+    and its results file is uploaded to `out/evalkit/<arm>`. `retry`: the command that scores the
+    finished run again (put in the messages).
 
     Returns {"videos": {arm: folder}, "scoring": {status: "scored" | "failed" | "not requested",
     evalkit, python, retry, error (failed)}, <arm>: `summarize(...)` for every arm scored,
@@ -362,14 +398,24 @@ def score_arms(
     tables = []
     try:
         scoring["python"] = resolve_python(python)
-        for arm in arms:
-            report = run_evalkit(
-                evalkit_dir, out / "videos" / arm, bench_root, out / "evalkit" / arm, scoring["python"]
-            )
-            summary[arm] = summarize(report, samples, absent)
-            writer = Writer(out / "tb" / f"evalkit_{arm}")
-            tables.append(f"### {arm}\n{log_summary(writer, summary[arm])}")
-            writer.close()
+        with _local_inputs(out, arms, samples, user_path(bench_root)) as (local_out, local_bench):
+            for arm in arms:
+                report = run_evalkit(
+                    evalkit_dir,
+                    local_out / "videos" / arm,
+                    local_bench,
+                    local_out / "evalkit" / arm,
+                    scoring["python"],
+                )
+                if report.results_path is not None and local_out != out:  # a URL run folder
+                    uploaded = out / "evalkit" / arm / report.results_path.name
+                    uploaded.parent.mkdir(parents=True, exist_ok=True)
+                    uploaded.write_bytes(report.results_path.read_bytes())
+                    report.results_path = uploaded
+                summary[arm] = summarize(report, samples, absent)
+                writer = Writer(out / "tb" / f"evalkit_{arm}")
+                tables.append(f"### {arm}\n{log_summary(writer, summary[arm])}")
+                writer.close()
     except EvalKitError as e:
         scoring.update(status="failed", error=str(e))
         tables.append(

@@ -11,6 +11,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+from test_paths import bucket  # noqa: F401  (fixture: gs:// served from a local folder)
 from test_vbvr_bench import make_bench, write_manifest
 
 from cosjax import evalkit as ek
@@ -337,3 +338,36 @@ def test_the_real_evalkit_scores_our_videos(bench, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in report.scores.values())
     summary = ek.summarize(report, samples)
     assert summary["evalkit_reported"]["overall"] == pytest.approx(summary["skip_missing"]["overall"])
+
+
+def test_a_run_folder_and_bench_on_a_bucket_are_scored_through_local_copies(bench, tmp_path, bucket):  # noqa: F811
+    """`cosjax score gs://...`: the EvalKit reads plain files, so it scores temporary local copies of
+    the videos and ground truth; the scores equal a local run's and land in the bucket."""
+    import sys
+
+    from experiments.ensemble import score
+
+    samples = vb.scan_bench(bench)
+    local = tmp_path / "local-run"
+    for arm in ("plain", "ensemble"):
+        generate(samples, local / "videos" / arm, black={samples[2].key} if arm == "plain" else ())
+    cases = [f"{s.split}-{s.task}-{s.index}" for s in samples]
+    config = {"experiment": "ensemble", "config": {"data": "vbvr-bench:gs://bucket/bench", "cases": None}}
+    (local / "config.json").write_text(json.dumps(config))
+    for c in cases:
+        (local / "cases").mkdir(exist_ok=True)
+        (local / "cases" / f"{c}.json").write_text(json.dumps({"case": c}))
+    shutil.copytree(bench, bucket.root / "bucket" / "bench")
+    shutil.copytree(local, bucket.root / "bucket" / "run")
+    remote = score("gs://bucket/run", evalkit=str(FAKE_EVALKIT), python=sys.executable)
+    assert remote["scoring"]["status"] == "scored"
+    wanted = score(local, evalkit=str(FAKE_EVALKIT), python=sys.executable, bench=str(bench))
+    in_bucket = bucket.root / "bucket" / "run"
+    for arm in ("plain", "ensemble"):
+        assert remote[arm]["overall"] == pytest.approx(wanted[arm]["overall"], abs=1e-12)
+        assert remote[arm]["num_samples"] == 6 and remote[arm]["num_missing"] == 0
+        assert (in_bucket / "evalkit" / arm / f"{arm}_vbvr_results.json").is_file()
+    assert remote["plain"]["overall"] < remote["ensemble"]["overall"]  # the black last frame costs
+    results = json.loads((in_bucket / "results.json").read_text())
+    assert [r["case"] for r in results["cases"]] == cases and results["summary"]["plain"]["num_scored"] == 6
+    assert not any(p.name.startswith(".") for p in in_bucket.rglob("*"))  # no temp file left in the bucket
