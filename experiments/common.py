@@ -18,6 +18,7 @@ from cosjax.logging import Writer
 from cosjax.paths import user_path
 from cosjax.runs import RunFolder, write_atomic
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
+from cosjax.sampling.solvers import SOLVERS
 from cosjax.subjects import CaseRef, key_for, load_subject
 
 
@@ -49,6 +50,90 @@ class BaseConfig:
     solver: str | None = None
     batch_size: int = 8
     noise: str = "jax"
+
+    def validate(self, subject, settings: SamplerSettings) -> None:
+        """Checks every setting against the subject (layers) and the resolved sampler settings
+        (steps), before `prepare` writes anything; raises `SettingError` naming the setting, its
+        valid range and the fix. Each experiment's Config extends it with its own fields."""
+        check_int("cases", self.cases, 1, none=None if subject.kind == "toy" else "every sample of each task")
+        check_int("seed0", self.seed0, 0, MAX_SEED)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("steps", self.steps, 1, none="the model's recommended steps")
+        check_number("shift", self.shift, 0.0, strict=True)
+        check_number("guide_scale", self.guide_scale, 0.0)
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise setting_error("solver", self.solver, f"one of {', '.join(SOLVERS)}", "solver=euler")
+        check_int("batch_size", self.batch_size, 1)
+
+
+MAX_SEED = 2**31 - 1  # seeds are int32 (jax.random.key); larger ones would wrap
+
+
+class SettingError(ValueError):
+    """A bad experiment setting; the message names the setting, its valid range and the fix."""
+
+
+def cli_value(value: Any) -> str:
+    """A setting's value as it is written on the command line: 1,2,3 for tuples, none for None."""
+    if value is None:
+        return "none"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def setting_error(name: str, value: Any, valid: str, example: str) -> SettingError:
+    """'NAME=VALUE is not valid: NAME must be VALID; rerun with e.g. EXAMPLE'."""
+    return SettingError(
+        f"setting {name}={cli_value(value)} is not valid: {name} must be {valid}; rerun with e.g. {example}"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None, none: str | None = None) -> None:
+    """An int in [lo, hi] (hi None: no upper bound); None is allowed when `none` says what it means."""
+    if value is None and none is not None:
+        return
+    if not _is_int(value) or value < lo or (hi is not None and value > hi):
+        valid = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+        if none is not None:
+            valid += f", or none ({none})"
+        raise setting_error(name, value, valid, f"{name}={lo}")
+
+
+def check_number(
+    name: str, value: Any, lo: float, hi: float | None = None, strict: bool = False, optional: bool = True
+) -> None:
+    """A finite number >= lo (> lo when `strict`) and <= hi; None allowed when `optional`."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and np.isfinite(value)
+    ok = ok and (value > lo if strict else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        valid = f"a finite number {'>' if strict else '>='} {lo:g}"
+        valid += "" if hi is None else f" and <= {hi:g}"
+        if optional:
+            valid += ", or none (the model's recommended value)"
+        example = (lo + hi) / 2 if hi is not None else lo + 1.0
+        raise setting_error(name, value, valid, f"{name}={example:g}")
+
+
+def check_indices(name: str, values: Any, upper: int, what: str, none: str | None = None) -> None:
+    """A non-empty tuple of distinct ints in [0, upper) ('what' names the count: '20 steps');
+    None is allowed when `none` says what it means."""
+    if values is None and none is not None:
+        return
+    valid = f"distinct indices in 0..{upper - 1} (the run has {upper} {what})"
+    if none is not None:
+        valid += f", or none ({none})"
+    example = f"{name}={','.join(str(i) for i in range(min(upper, 3)))}"
+    if not isinstance(values, tuple | list) or not values:
+        raise setting_error(name, values, valid, example)
+    if any(not _is_int(v) or not 0 <= v < upper for v in values) or len(set(values)) != len(values):
+        raise setting_error(name, values, valid, example)
 
 
 def parse_overrides(config_cls: type, overrides: Sequence[str]) -> dict:
@@ -117,9 +202,11 @@ def _sampler_overrides(config) -> dict:
 
 
 def prepare(name: str, config, model: str | None, out: str | Path | None, **subject_kwargs) -> Setup:
-    """Loads the subject and cases, checks/stores the config in the run folder, opens TensorBoard."""
+    """Loads the subject and cases, validates every setting (`config.validate`), then checks/stores
+    the config in the run folder and opens TensorBoard: a bad setting leaves `out` untouched."""
     subject = load_subject(model, config.data, **subject_kwargs)
     settings = subject.settings(**_sampler_overrides(config))
+    config.validate(subject, settings)  # every setting, before the run folder is claimed
     _, _, spec = config.data.partition(":")
     cases = subject.cases(spec, config.cases, config.seed0)
     if not cases:

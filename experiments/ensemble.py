@@ -67,6 +67,14 @@ class Config(common.BaseConfig):
     evalkit: str | None = None
     evalkit_python: str | None = None
 
+    def validate(self, subject, settings) -> None:
+        super().validate(subject, settings)
+        common.check_int("seeds", self.seeds, 1, 64)
+        common.check_indices("layers", self.layers, subject.num_layers, "layers", "the middle layers")
+        common.check_indices("merge_steps", self.merge_steps, settings.steps, "steps")
+        common.check_int("score_seed", self.score_seed, 0, self.seeds - 1)
+        common.check_number("success", self.success, 0.0, 1.0, optional=False)
+
 
 def _check_scoring(config: Config, out) -> None:
     """Warns now, not after hours of generation, when the EvalKit cannot run as configured."""
@@ -92,8 +100,6 @@ def _check_scoring(config: Config, out) -> None:
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
     _check_scoring(config, out)
     setup = common.prepare("ensemble", config, model, out)
-    if not 0 <= config.score_seed < config.seeds:
-        raise ValueError(f"score_seed {config.score_seed} not in [0, {config.seeds})")
     base = setup.sampler()
     plain = jax.jit(base)
     merged = jax.jit(ensemble(base, config.seeds, config.layers, config.merge_steps))

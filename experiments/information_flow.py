@@ -45,8 +45,28 @@ class Config(common.BaseConfig):
     perturb_steps: tuple[int, ...] | None = None
     representation: str = "x0"
 
+    def validate(self, subject, settings) -> None:
+        super().validate(subject, settings)
+        common.check_indices(
+            "perturb_steps", self.perturb_steps, settings.steps, "steps", "the first half of the steps"
+        )
+        layers = subject.num_layers
+        valid = f"'x0' or 'hidden:K' with K in 0..{layers - 1} (the model has {layers} layers)"
+        try:
+            layer = _layer(self.representation)
+        except ValueError:
+            raise common.setting_error(
+                "representation", self.representation, valid, "representation=x0"
+            ) from None
+        if layer is not None and not layer < layers:
+            raise common.setting_error(
+                "representation", self.representation, valid, f"representation=hidden:{layers - 1}"
+            )
+
 
 def _layer(representation: str) -> int | None:
+    if not isinstance(representation, str):
+        raise ValueError(f"representation must be 'x0' or 'hidden:K', got {representation!r}")
     if representation == "x0":
         return None
     kind, _, layer = representation.partition(":")
@@ -59,11 +79,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     setup = common.prepare("information-flow", config, model, out)
     steps = setup.settings.steps
     perturb = list(range(max(1, steps // 2))) if config.perturb_steps is None else list(config.perturb_steps)
-    if any(not 0 <= p < steps for p in perturb):
-        raise ValueError(f"perturb_steps {perturb} must be in [0, {steps})")
     layer = _layer(config.representation)
-    if layer is not None and not 0 <= layer < setup.subject.num_layers:
-        raise ValueError(f"layer {layer} out of range [0, {setup.subject.num_layers})")
     base = setup.sampler()
     patch = setup.subject.config.patch_size
     traced = trace_x0(base) if layer is None else capture(base, [layer], list(range(steps)), "hidden")

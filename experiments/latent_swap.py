@@ -46,6 +46,14 @@ class Config(common.BaseConfig):
     swap_steps: tuple[int, ...] | None = None
     success: float = 0.5
 
+    def validate(self, subject, settings) -> None:
+        super().validate(subject, settings)
+        common.check_indices("layers", self.layers, subject.num_layers, "layers", "every layer")
+        common.check_indices(
+            "swap_steps", self.swap_steps, settings.steps, "steps", "the first quarter of the steps"
+        )
+        common.check_number("success", self.success, 0.0, 1.0, optional=False)
+
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
     setup = common.prepare("latent-swap", config, model, out)

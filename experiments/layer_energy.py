@@ -38,6 +38,14 @@ class Config(common.BaseConfig):
     energy_steps: tuple[int, ...] | None = None
     panel_scale: int = 8
 
+    def validate(self, subject, settings) -> None:
+        super().validate(subject, settings)
+        common.check_indices("layers", self.layers, subject.num_layers, "layers", "every layer")
+        common.check_indices(
+            "energy_steps", self.energy_steps, settings.steps, "steps", "4 evenly spaced steps"
+        )
+        common.check_int("panel_scale", self.panel_scale, 1, 64)
+
 
 def chosen_steps(config: Config, steps: int) -> list[int]:
     if config.energy_steps is not None:

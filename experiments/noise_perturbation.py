@@ -42,6 +42,10 @@ class Config(common.BaseConfig):
 
     frame_steps: tuple[int, ...] | None = None
 
+    def validate(self, subject, settings) -> None:
+        super().validate(subject, settings)
+        common.check_indices("frame_steps", self.frame_steps, settings.steps, "steps", "every step")
+
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
     setup = common.prepare("noise-perturbation", config, model, out)

@@ -38,6 +38,12 @@ class Config(common.BaseConfig):
     success: float = 0.5
     upscale: int = 4
 
+    def validate(self, subject, settings) -> None:
+        super().validate(subject, settings)
+        common.check_indices("show_steps", self.show_steps, settings.steps, "steps", "every step")
+        common.check_number("success", self.success, 0.0, 1.0, optional=False)
+        common.check_int("upscale", self.upscale, 1, 64)
+
 
 def commit_step(scores: list[float | None], success: float) -> int | None:
     """First step s with scores[s:] all >= success (None if the last fails or scores are None)."""
@@ -54,8 +60,6 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     sample = jax.jit(trace_x0(setup.sampler()))
     steps = setup.settings.steps
     shown = list(range(steps)) if config.show_steps is None else list(config.show_steps)
-    if any(not 0 <= s < steps for s in shown):
-        raise ValueError(f"show_steps {shown} must be in [0, {steps})")
     index = {c.id: i for i, c in enumerate(setup.cases)}
 
     def compute(ids):
