@@ -251,11 +251,20 @@ class Pipeline:
             DiffSynth draws for `seed` with torch's CPU generator (`cosjax.sampling.noise`; needs
             torch), set as `Conditioning.noise`.
           seed: the seed of noise="reference" (default VBVR_SEED, the seed of VBVR's scripts).
+
+        Raises:
+          ValueError for a frame count that is not 4k + 1 (0 included), a size the model cannot tile,
+          an I2V model without an image, or a T2V model given one (it would be ignored).
         """
         if noise not in NOISE_SOURCES:
             raise ValueError(f"unknown noise source {noise!r}; use one of {', '.join(NOISE_SOURCES)}")
         cfg_dit, model = self.dit.config, self.model
-        latent_frames = check_frames(frames or model.sampling.frame_num)
+        if image is not None and cfg_dit.model_type == "t2v":
+            raise ValueError(
+                f"this is a text-to-video model ({model.name}): it takes no image; drop image=, or load an "
+                "I2V or TI2V checkpoint"
+            )
+        latent_frames = check_frames(model.sampling.frame_num if frames is None else frames)
         rgb = None if image is None else preprocess.load_rgb(image)
         _, sh, sw = model.vae_stride
         height, width = preprocess.video_size(

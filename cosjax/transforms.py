@@ -9,7 +9,15 @@ index given as a traced array sweeps without recompiling:
     run = jax.jit(lambda cond, key, s: noise_at_step(f, s)(cond, key))   # one program for all s
 
 Indices given as Python ints are range-checked when the transform is built (frames when the
-sampler is called, since the frame count comes with the conditioning).
+sampler is called, since the frame count comes with the conditioning) and raise a ValueError.
+
+A traced index (a sweep under `jax.jit`) cannot be checked in Python, so it is clamped and flagged
+instead: an index outside 0..n-1 (negative ones included, which never wrap) is moved out of reach,
+so the intervention or capture it names does nothing, and `result.index_error` gets the bit of its
+kind (`INDEX_FLAGS`); `check_indices(result)` raises on the host naming the kinds. We do not use
+`checkify` here: a `checkify.check` inside `jax.jit` fails to trace unless every caller wraps the
+program in `checkify.checkify`, which would break the plain `jax.jit(f)` every example uses; the flag
+costs one comparison and travels through `jit`, `vmap` and `scan` like any other output.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from cosjax.plan import Plan
 from cosjax.sampling.sampler import Conditioning, Result, Sampler
 
 Index = int | jax.Array
+INDEX_FLAGS = {"step": 1, "latent frame": 2, "layer": 4}
 
 
 def _check(values, upper: int, what: str) -> None:
@@ -42,14 +51,50 @@ def _check(values, upper: int, what: str) -> None:
         )
 
 
-def _indices(values: Index | Sequence[int], upper: int, what: str) -> jax.Array:
+def _indices(values: Index | Sequence[int], upper: int, what: str) -> tuple[jax.Array, jax.Array | None]:
+    """(int32 [n] indices, flag): concrete values are range-checked (ValueError) and get flag None;
+    traced ones outside 0..upper-1 are moved to `upper` (matching no step, layer or frame, never
+    wrapping) and the flag is the int32 `INDEX_FLAGS[what]` bit when any was out of range, else 0."""
     _check(values, upper, what)
-    return jnp.atleast_1d(jnp.asarray(values, jnp.int32))
+    idx = jnp.atleast_1d(jnp.asarray(values, jnp.int32))
+    if not isinstance(values, jax.core.Tracer):
+        return idx, None
+    bad = (idx < 0) | (idx >= upper)
+    flag = jnp.where(jnp.any(bad), jnp.int32(INDEX_FLAGS[what]), jnp.int32(0))
+    return jnp.where(bad, upper, idx), flag
 
 
-def _mask(values: Index | Sequence[int], upper: int, what: str) -> jax.Array:
-    """bool [upper] with True at the given indices."""
-    return jnp.zeros((upper,), bool).at[_indices(values, upper, what)].set(True)
+def _mask(values: Index | Sequence[int], upper: int, what: str) -> tuple[jax.Array, jax.Array | None]:
+    """(bool [upper] with True at the given indices, flag of `_indices`)."""
+    idx, flag = _indices(values, upper, what)
+    return jnp.zeros((upper,), bool).at[idx].set(True, mode="drop"), flag
+
+
+def _flagged(result: Result, *flags: jax.Array | None) -> Result:
+    """`result` with the flags of out-of-range traced indices OR-ed into `result.index_error`."""
+    for flag in flags:
+        if flag is not None:
+            old = result.index_error
+            result = result.replace(index_error=flag if old is None else old | flag)
+    return result
+
+
+def check_indices(result: Result) -> Result:
+    """Raises IndexError on the host when a traced index given to a transform was out of range.
+
+    Call it on a result of a sampler built with traced indices (`jax.jit(lambda c, k, s:
+    noise_at_step(f, s)(c, k))`); the out-of-range intervention did nothing. Returns `result`.
+    """
+    if result.index_error is None:
+        return result
+    bits = int(np.bitwise_or.reduce(np.asarray(result.index_error).reshape(-1)))
+    kinds = [name for name, bit in INDEX_FLAGS.items() if bits & bit]
+    if kinds:
+        raise IndexError(
+            f"a traced {' and '.join(kinds)} index given to a transform was out of range (negative or "
+            "past the sampler's count); that intervention did nothing: pass indices in 0..n-1"
+        )
+    return result
 
 
 def _or(old: jax.Array | None, new: jax.Array) -> jax.Array:
@@ -92,25 +137,29 @@ def noise_at_step(f: Sampler, step: Index | Sequence[int]) -> Sampler:
 
     Steps before `step` are untouched; the conditioning (text, I2V `y`, TI2V frame 0) is kept.
     """
-    mask = _mask(step, f.steps, "step")
+    mask, flag = _mask(step, f.steps, "step")
     return f.wrap(
-        lambda cond, key, plan: f.fn(cond, key, plan.replace(noise_steps=_or(plan.noise_steps, mask)))
+        lambda cond, key, plan: _flagged(
+            f.fn(cond, key, plan.replace(noise_steps=_or(plan.noise_steps, mask))), flag
+        )
     )
 
 
 def noise_at_frame(f: Sampler, frame: Index | Sequence[int], steps: Sequence[int] | None = None) -> Sampler:
     """Replaces latent frame(s) `frame` by fresh N(0, I) before the model call at every step (or
     only at `steps`). The conditioning is untouched."""
-    step_mask = jnp.ones((f.steps,), bool) if steps is None else _mask(steps, f.steps, "step")
+    step_mask, step_flag = (jnp.ones((f.steps,), bool), None)
+    if steps is not None:
+        step_mask, step_flag = _mask(steps, f.steps, "step")
 
     def fn(cond: Conditioning, key, plan: Plan) -> Result:
         frames = cond.latent_shape[2]
-        mask = _mask(frame, frames, "latent frame")
+        mask, frame_flag = _mask(frame, frames, "latent frame")
         plan = plan.replace(
             noise_frames=_or(plan.noise_frames, mask),
             noise_frame_steps=_or(plan.noise_frame_steps, step_mask),
         )
-        return f.fn(cond, key, plan)
+        return _flagged(f.fn(cond, key, plan), step_flag, frame_flag)
 
     return f.wrap(fn)
 
@@ -124,8 +173,8 @@ def capture(f: Sampler, layers: Sequence[int], steps: Sequence[int], what: str =
       streams (both CFG halves; B without CFG), e.g. as the source of `swap_layer`.
     Token order is the patch grid's (f * H' + h) * W' + w.
     """
-    layer_idx = _indices(layers, f.num_layers, "layer")
-    step_idx = _indices(steps, f.steps, "step")
+    layer_idx, layer_flag = _indices(layers, f.num_layers, "layer")
+    step_idx, step_flag = _indices(steps, f.steps, "step")
     if what == "energy":
         fields = ("energy_layers", "energy_steps")
     elif what == "hidden":
@@ -135,7 +184,8 @@ def capture(f: Sampler, layers: Sequence[int], steps: Sequence[int], what: str =
 
     def fn(cond, key, plan: Plan) -> Result:
         _unset(plan, *fields)
-        return f.fn(cond, key, plan.replace(**dict(zip(fields, (layer_idx, step_idx), strict=True))))
+        result = f.fn(cond, key, plan.replace(**dict(zip(fields, (layer_idx, step_idx), strict=True))))
+        return _flagged(result, layer_flag, step_flag)
 
     return f.wrap(fn)
 
@@ -147,10 +197,11 @@ def swap_layer(f: Sampler, layer: Index, step: Index | Sequence[int], source: ja
       layer: the block index.
       step: one step, or several.
       source: float32 [2B, L, D] for one step or [len(steps), 2B, L, D], typically
-        `trace.hidden[:, k]` captured from another run (same shapes; B without CFG).
+        `trace.hidden[:, k]` captured from another run (same shapes; B without CFG). Checked exactly
+        against the run when it is called (batch, tokens L and width D; no broadcasting).
     """
-    _check(layer, f.num_layers, "layer")
-    step_idx = _indices(step, f.steps, "step")
+    layer_arr, layer_flag = _indices(layer, f.num_layers, "layer")
+    step_idx, step_flag = _indices(step, f.steps, "step")
     source = jnp.asarray(source, jnp.float32)
     if source.ndim == 3:
         source = source[None]
@@ -161,10 +212,24 @@ def swap_layer(f: Sampler, layer: Index, step: Index | Sequence[int], source: ja
 
     def fn(cond, key, plan: Plan) -> Result:
         _unset(plan, "swap_source")
-        layer_arr = jnp.asarray(layer, jnp.int32)
-        return f.fn(cond, key, plan.replace(swap_layer=layer_arr, swap_steps=step_idx, swap_source=source))
+        b, cfg = cond.latent_shape[0], cond.negative is not None
+        tokens = int(np.prod(cond.latent_shape[2:])) // f.config.patch_volume
+        want = (step_idx.shape[0], 2 * b if cfg else b, tokens, f.config.dim)
+        if tuple(source.shape) != want:
+            raise ValueError(
+                f"swap source has shape {tuple(source.shape)}, but this run needs {want} = (swap steps, "
+                f"{'2B with CFG' if cfg else 'B without CFG'}, tokens, dim): capture it with "
+                "capture(..., what='hidden') from a run of the same batch, video size and CFG"
+            )
+        plan = plan.replace(swap_layer=layer_arr[0], swap_steps=step_idx, swap_source=source)
+        return _flagged(f.fn(cond, key, plan), layer_flag, step_flag)
 
     return f.wrap(fn)
+
+
+def _listed(values):
+    """A traced array stays traced (flagged if out of range); anything else becomes a list."""
+    return values if isinstance(values, jax.core.Tracer) else list(values)
 
 
 def default_ensemble_layers(num_layers: int) -> range:
@@ -192,8 +257,8 @@ def ensemble(
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     layers = default_ensemble_layers(f.num_layers) if layers is None else layers
-    layer_mask = _mask(list(layers), f.num_layers, "layer")
-    step_mask = _mask(list(steps), f.steps, "step")
+    layer_mask, layer_flag = _mask(_listed(layers), f.num_layers, "layer")
+    step_mask, step_flag = _mask(_listed(steps), f.steps, "step")
 
     def fn(cond, key, plan: Plan) -> Result:
         _unset(plan, "merge_layers")
@@ -207,6 +272,7 @@ def ensemble(
         # Under a mesh, the seeds take the `data` axis (the runs inside are then not data-sharded).
         spmd = "data" if axis_size("data") > 1 else None
         with batch_axis(None if spmd else "data"):
-            return jax.vmap(lambda k: f.fn(cond, k, plan), axis_name=axis_name, spmd_axis_name=spmd)(keys)
+            result = jax.vmap(lambda k: f.fn(cond, k, plan), axis_name=axis_name, spmd_axis_name=spmd)(keys)
+        return _flagged(result, layer_flag, step_flag)
 
     return f.wrap(fn)

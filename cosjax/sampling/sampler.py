@@ -92,10 +92,16 @@ class Trace:
 
 @struct.dataclass
 class Result:
-    """latents: float32 [B, C, T, H, W] final latents; trace: the recorded intermediates."""
+    """latents: float32 [B, C, T, H, W] final latents; trace: the recorded intermediates.
+
+    index_error: int32 scalar (a leading seed axis under `ensemble`), set only when a transform got
+    a traced index: the `cosjax.transforms.INDEX_FLAGS` bits of the kinds (step, latent frame, layer)
+    that were out of range, 0 when none was. See `cosjax.transforms.check_indices`.
+    """
 
     latents: jax.Array
     trace: Trace
+    index_error: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,8 +288,11 @@ def _check_conditioning(cond: Conditioning, config: DiTConfig) -> tuple[int, ...
     if cond.first_frame is not None and tuple(cond.first_frame.shape) != (*shape[:2], 1, *shape[3:]):
         raise ValueError(f"first_frame must be [B, C, 1, H, W] = {(*shape[:2], 1, *shape[3:])}")
     for name, ctx in (("context", cond.context), ("negative", cond.negative)):
-        if ctx is not None and (ctx.ndim != 3 or ctx.shape[0] != shape[0]):
-            raise ValueError(f"{name} must be [B, L_txt, {config.text_dim}] with B = {shape[0]}")
+        if ctx is not None and (ctx.ndim != 3 or ctx.shape[0] != shape[0] or ctx.shape[2] != config.text_dim):
+            raise ValueError(
+                f"{name} must be [B, L_txt, {config.text_dim}] with B = {shape[0]} (the model's text_dim), "
+                f"got {tuple(ctx.shape)}: embed it with this model's text encoder"
+            )
     return shape
 
 
