@@ -52,6 +52,7 @@ def _convert(args: argparse.Namespace) -> int:
         loras=loras,
         vae=not args.no_vae,
         text_encoder=not args.no_text_encoder,
+        allow_nonfinite=args.allow_nonfinite,
     )
     print(f"wrote {out}")
     for line in _summary(json.loads((out / "cosjax_dit.json").read_text())):
@@ -134,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--preset", help="take the architecture from this preset instead of config.json")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     conv.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="keep tensors holding NaN or inf (by default the conversion stops at the first, naming it)",
+    )
     conv.add_argument("--no-vae", action="store_true", help="do not convert the VAE the source holds")
     conv.add_argument(
         "--no-text-encoder",

@@ -131,11 +131,11 @@ class VAE:
     params: Any
 
     @classmethod
-    def load(cls, path: str | Path) -> VAE:
+    def load(cls, path: str | Path, allow_nonfinite: bool = False) -> VAE:
         """Loads a VAE: a folder written by `cosjax convert` (its `vae/`, or the converted folder), an
         official `Wan2.x_VAE.pth`, or the Diffusers layout (a pipeline folder with `vae/`, the VAE
         folder, or its file). See `cosjax.weights.vae_keys.load_vae`."""
-        return cls(*load_vae(path))
+        return cls(*load_vae(path, allow_nonfinite=allow_nonfinite))
 
     def encode(self, video: jax.Array) -> jax.Array:
         return vae_lib.encode(self.params, video, self.config)
@@ -174,6 +174,7 @@ class Pipeline:
         vae: str | Path | None = None,
         text_encoder: str | Path | None = None,
         cache_dir: str | Path | None = None,
+        allow_nonfinite: bool = False,
     ) -> Pipeline:
         """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`.
 
@@ -191,20 +192,23 @@ class Pipeline:
             Diffusers layout, see `TextEncoder.from_pretrained`); default `path` itself when it holds
             them. Without one, prompts must come as embeddings.
           cache_dir: on-disk prompt-embedding cache of the text encoder (None: no cache).
+          allow_nonfinite: load weights holding NaN or inf (by default refused, naming key and file).
         """
         if preset not in SAMPLING_PRESETS:
             raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
         path = user_path(path)
-        dit = load_dit(path, dtype=dtype)
+        dit = load_dit(path, dtype=dtype, allow_nonfinite=allow_nonfinite)
         model = match_model(dit.config)
         vae_path = user_path(vae) if vae is not None else default_vae_path(path, model)
-        loaded_vae = VAE.load(vae_path) if vae_path is not None else None
+        loaded_vae = VAE.load(vae_path, allow_nonfinite) if vae_path is not None else None
         te_path = user_path(text_encoder) if text_encoder is not None else path
         has_te = (te_path / "text_encoder").is_dir() or (
             te_path / "models_t5_umt5-xxl-enc-bf16.pth"
         ).is_file()
         encoder = (
-            TextEncoder.from_pretrained(te_path, cache_dir=cache_dir) if text_encoder or has_te else None
+            TextEncoder.from_pretrained(te_path, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite)
+            if text_encoder or has_te
+            else None
         )
         settings = sampler_settings(model, preset, len(dit.experts))
         return cls(dit, model, settings, vae=loaded_vae, text_encoder=encoder, preset=preset)

@@ -281,7 +281,12 @@ class TextEncoder:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, cache_dir: str | Path | None = None, dtype=None, config: T5Config | None = None
+        cls,
+        path: str | Path,
+        cache_dir: str | Path | None = None,
+        dtype=None,
+        config: T5Config | None = None,
+        allow_nonfinite: bool = False,
     ) -> TextEncoder:
         """Loads the tokenizer and encoder of an official Wan or a Diffusers repo folder.
 
@@ -292,6 +297,7 @@ class TextEncoder:
           cache_dir: folder of the prompt-embedding cache; None disables it.
           dtype: parameter dtype (float32, bfloat16, float16); None keeps the stored one.
           config: architecture override (see `cosjax.weights.t5_keys.load_t5`).
+          allow_nonfinite: keep weights holding NaN or inf (by default refused naming key and file).
         """
         from cosjax.weights.t5_keys import load_t5
 
@@ -300,7 +306,7 @@ class TextEncoder:
             raise FileNotFoundError(f"{root}: not a folder")
         tokenizer = UMT5Tokenizer.from_dir(_find(root, TOKENIZER_DIRS, "tokenizer folder"))
         weights = _find(root, (OFFICIAL_WEIGHTS, DIFFUSERS_WEIGHTS), "umT5 encoder weights")
-        config, params = load_t5(weights, config=config, dtype=dtype)
+        config, params = load_t5(weights, config=config, dtype=dtype, allow_nonfinite=allow_nonfinite)
         return cls(config, params, tokenizer, cache_dir)
 
     def encode_ids(self, ids: np.ndarray, mask: np.ndarray) -> jax.Array:

@@ -828,6 +828,10 @@ def load_toy(path: str | Path):
             f"{weights_file} does not match its config: missing {missing[:5]}, unexpected {extra[:5]}, "
             f"wrong shapes {bad[:5]}"
         )
+    from cosjax.weights.safetensors_io import check_finite
+
+    for key, value in flat.items():
+        check_finite(value, key, weights_file)
     params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
     dit = LoadedDiT(config=config, experts={"dit": params}, boundary=None, dtype=jnp.float32)
     return dit, meta, np.asarray(meta["prompt_embeddings"], np.float32)

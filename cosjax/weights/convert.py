@@ -40,7 +40,7 @@ from cosjax.text import DIFFUSERS_WEIGHTS, OFFICIAL_WEIGHTS, TOKENIZER_DIRS, UMT
 from cosjax.weights import t5_keys, vae_keys
 from cosjax.weights.dit_keys import KEY_SPECS, KeySpec, Layout, expected_keys, to_leaf, torch_shape
 from cosjax.weights.lora import lora_metadata, open_loras, with_loras
-from cosjax.weights.safetensors_io import CheckpointError, describe_keys
+from cosjax.weights.safetensors_io import CheckpointError, NonFiniteError, check_finite, describe_keys
 from cosjax.weights.sources import CheckpointSource, ExpertSource, open_checkpoint
 
 METADATA_FILE = "cosjax_dit.json"
@@ -132,20 +132,44 @@ def check_expert(expert: ExpertSource) -> None:
             raise CheckpointError(f"{entry.file}: tensor {key!r} has dtype {entry.dtype}, not float")
 
 
-def iter_leaves(expert: ExpertSource, dtype: np.dtype) -> Iterator[tuple[KeySpec, np.ndarray]]:
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def read_finite(entry, key: str, dtype: np.dtype, allow_nonfinite: bool = False) -> np.ndarray:
+    """One source tensor (in its own dtype), refused with a `NonFiniteError` naming key and file when
+    it holds NaN or inf, or when its cast to `dtype` would overflow (float16 tops out at 65504)."""
+    value = check_finite(entry.read(), key, entry.file, allow_nonfinite)
+    if np.dtype(dtype) == np.float16 and not allow_nonfinite and value.size:
+        peak = max(float(value.max()), -float(value.min()))  # reductions: no temporary of the tensor
+        if peak > _FLOAT16_MAX:
+            raise NonFiniteError(
+                f"{entry.file}: tensor {key!r} holds values up to {peak:.4g}, beyond float16's "
+                f"{_FLOAT16_MAX:g}: the cast would make them inf; convert with dtype bfloat16 or float32"
+            )
+    return value
+
+
+def iter_leaves(
+    expert: ExpertSource, dtype: np.dtype, allow_nonfinite: bool = False
+) -> Iterator[tuple[KeySpec, np.ndarray]]:
     """Yields (spec, leaf) in our layout, one leaf at a time, cast to `dtype`.
 
-    Stacked leaves are filled layer by layer into one preallocated [num_layers, ...] array.
+    Stacked leaves are filled layer by layer into one preallocated [num_layers, ...] array. Every
+    source tensor is checked finite as it is read (see `read_finite`).
     """
     config, layout = expert.config, expert.layout
     leaves = leaf_shapes(config)
+
+    def read(key: str) -> np.ndarray:
+        return read_finite(expert.tensors[key], key, dtype, allow_nonfinite)
+
     for spec in KEY_SPECS:
         if not spec.stacked:
-            yield spec, to_leaf(spec, expert.tensors[spec.key(layout)].read()).astype(dtype)
+            yield spec, to_leaf(spec, read(spec.key(layout))).astype(dtype)
             continue
         out = np.empty(leaves[spec.path], dtype)
         for layer in range(config.num_layers):
-            out[layer] = to_leaf(spec, expert.tensors[spec.key(layout, layer)].read())
+            out[layer] = to_leaf(spec, read(spec.key(layout, layer)))
         yield spec, out
         del out  # let the consumer free this leaf before the next one is allocated
 
@@ -243,12 +267,14 @@ def _write_leaves(
     bar.close()
 
 
-def _write_expert(expert: ExpertSource, folder: Path, dtype: np.dtype, progress: bool) -> None:
+def _write_expert(
+    expert: ExpertSource, folder: Path, dtype: np.dtype, progress: bool, allow_nonfinite: bool = False
+) -> None:
     stacked = {spec.path for spec in KEY_SPECS if spec.stacked}
     # big (stacked) leaves are written as soon as they are complete, small ones gathered until then
     _write_leaves(
         folder,
-        ((spec.path, leaf) for spec, leaf in iter_leaves(expert, dtype)),
+        ((spec.path, leaf) for spec, leaf in iter_leaves(expert, dtype, allow_nonfinite)),
         len(KEY_SPECS),
         f"convert {expert.name}",
         progress,
@@ -397,15 +423,18 @@ def _check_tokenizer(src: Path, weights: Path) -> Path:
     return folder
 
 
-def _vae_leaves(vae: VAESource) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
-    """(path, float32 leaf) in our layout, one at a time."""
+def _vae_leaves(
+    vae: VAESource, allow_nonfinite: bool = False
+) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+    """(path, float32 leaf) in our layout, one at a time, each source tensor checked finite."""
     for key, (path, _) in vae_keys.expected_keys(vae.config, vae.layout).items():
-        yield path, np.ascontiguousarray(vae_keys.to_leaf(path, vae.entries[key].read()), np.float32)
+        tensor = read_finite(vae.entries[key], key, np.float32, allow_nonfinite)
+        yield path, np.ascontiguousarray(vae_keys.to_leaf(path, tensor), np.float32)
 
 
-def _write_vae(vae: VAESource, folder: Path, progress: bool) -> dict:
+def _write_vae(vae: VAESource, folder: Path, progress: bool, allow_nonfinite: bool = False) -> dict:
     """Writes `folder/` (Orbax, float32) + its cosjax_vae.json; returns that json's content."""
-    _write_leaves(folder, _vae_leaves(vae), len(vae.entries), "convert vae", progress)
+    _write_leaves(folder, _vae_leaves(vae, allow_nonfinite), len(vae.entries), "convert vae", progress)
     meta = {
         "format": "cosjax-vae",
         "version": COMPONENT_VERSION,
@@ -417,9 +446,11 @@ def _write_vae(vae: VAESource, folder: Path, progress: bool) -> dict:
     return meta
 
 
-def _write_text_encoder(te: TextEncoderSource, folder: Path, dtype: np.dtype, progress: bool) -> dict:
+def _write_text_encoder(
+    te: TextEncoderSource, folder: Path, dtype: np.dtype, progress: bool, allow_nonfinite: bool = False
+) -> dict:
     """Writes `folder/` (Orbax, `dtype`) + its cosjax_t5.json; returns that json's content."""
-    leaves = t5_keys.iter_leaves(te.plan, te.tensors, dtype)
+    leaves = t5_keys.iter_leaves(te.plan, te.tensors, dtype, allow_nonfinite)
     _write_leaves(folder, leaves, len(te.plan), "convert text_encoder", progress)
     meta = {
         "format": "cosjax-t5",
@@ -441,15 +472,17 @@ def _copy_tokenizer(src: Path, dst: Path) -> list[str]:
     return names
 
 
-def _write_components(found: Components, root: Path, dtype: np.dtype, progress: bool) -> dict:
+def _write_components(
+    found: Components, root: Path, dtype: np.dtype, progress: bool, allow_nonfinite: bool = False
+) -> dict:
     """Writes the found components under `root`; returns their entries for cosjax_dit.json."""
     out = {}
     if found.vae is not None:
-        meta = _write_vae(found.vae, root / VAE_DIR, progress)
+        meta = _write_vae(found.vae, root / VAE_DIR, progress, allow_nonfinite)
         out["vae"] = {"folder": VAE_DIR, "dtype": meta["dtype"], **meta["source"]}
     te = found.text_encoder
     if te is not None:
-        meta = _write_text_encoder(te, root / TEXT_ENCODER_DIR, dtype, progress)
+        meta = _write_text_encoder(te, root / TEXT_ENCODER_DIR, dtype, progress, allow_nonfinite)
         files = _copy_tokenizer(te.tokenizer, root / TOKENIZER_DIR)
         out["text_encoder"] = {"folder": TEXT_ENCODER_DIR, "dtype": meta["dtype"], **meta["source"]}
         out["tokenizer"] = {"folder": TOKENIZER_DIR, "path": str(te.tokenizer.resolve()), "files": files}
@@ -466,6 +499,7 @@ def convert_checkpoint(
     loras: Mapping[str, Sequence[tuple[str | Path, float]]] | None = None,
     vae: bool = True,
     text_encoder: bool = True,
+    allow_nonfinite: bool = False,
 ) -> Path:
     """Converts a PyTorch Wan checkpoint or repo (official or Diffusers layout) to an Orbax folder.
 
@@ -492,6 +526,9 @@ def convert_checkpoint(
         `cosjax.weights.lora`). Every LoRA key is checked before anything is written.
       vae: convert the VAE `src` holds (if any).
       text_encoder: convert the umT5 encoder and tokenizer `src` holds (if any).
+      allow_nonfinite: keep tensors holding NaN or inf. By default every source tensor (and every
+        LoRA tensor, before anything is written) is checked as it is read, and the first non-finite
+        one raises a `NonFiniteError` naming its key and file.
 
     Returns:
       The output folder (absolute).
@@ -505,15 +542,15 @@ def convert_checkpoint(
     source = open_checkpoint(src, config)
     for expert in source.experts:
         check_expert(expert)
-    opened = open_loras(source.experts, loras)
+    opened = open_loras(source.experts, loras, allow_nonfinite)
     metadata = _metadata(source, src, np_dtype)
     metadata["loras"] = lora_metadata(opened)
     found = find_components(src, source.experts[0].config, vae, text_encoder)
     with building(dst) as tmp:  # absolute, as orbax's partial saves need
         for expert in source.experts:
             merged = with_loras(expert, opened.get(expert.name, ()))
-            _write_expert(merged, tmp / expert.name, np_dtype, progress)
-        metadata["components"] = _write_components(found, tmp, np_dtype, progress)
+            _write_expert(merged, tmp / expert.name, np_dtype, progress, allow_nonfinite)
+        metadata["components"] = _write_components(found, tmp, np_dtype, progress, allow_nonfinite)
         metadata["skipped_components"] = found.skipped
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return dst
@@ -550,13 +587,23 @@ def _read_component_meta(file: Path, kind: str) -> dict:
     return meta
 
 
-def _restore(folder: Path, abstract, dtype: np.dtype):
-    """The Orbax checkpoint at `folder` as jax arrays of `dtype` on the default device (cast on read)."""
+def _restore(folder: Path, abstract, dtype: np.dtype, allow_nonfinite: bool = False):
+    """The Orbax checkpoint at `folder` as jax arrays of `dtype` on the default device (cast on read),
+    each leaf checked finite (`check_restored`)."""
     from orbax.checkpoint.experimental import v1 as ocp
 
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=sharding), abstract)
-    return ocp.load_pytree(user_path(folder), target)
+    return check_restored(ocp.load_pytree(user_path(folder), target), folder, allow_nonfinite)
+
+
+def check_restored(tree, folder: Path, allow_nonfinite: bool = False):
+    """Checks every leaf of a restored parameter tree finite, one leaf at a time (on its devices);
+    a `NonFiniteError` names the leaf ("blocks/ffn_in/kernel") and the folder. Returns `tree`."""
+    if not allow_nonfinite:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            check_finite(leaf, "/".join(str(getattr(k, "key", k)) for k in path), folder)
+    return tree
 
 
 def _stored_config(meta: dict, cls, file: Path, override):
@@ -569,24 +616,29 @@ def _stored_config(meta: dict, cls, file: Path, override):
     return stored
 
 
-def load_converted_vae(folder: str | Path, config: VAEConfig | None = None) -> tuple[VAEConfig, dict]:
+def load_converted_vae(
+    folder: str | Path, config: VAEConfig | None = None, allow_nonfinite: bool = False
+) -> tuple[VAEConfig, dict]:
     """Reads a VAE folder written by `convert_checkpoint` (`dst/vae/`).
 
     Args:
       folder: the folder holding `cosjax_vae.json` and the Orbax checkpoint.
       config: if given, must equal the stored config.
+      allow_nonfinite: keep leaves holding NaN or inf (by default a `NonFiniteError`).
 
     Returns:
       (config, params): params a nested dict of float32 jax arrays for `cosjax.models.vae`.
 
     Raises:
-      CheckpointError for a missing, corrupt or foreign `cosjax_vae.json` or a config mismatch.
+      CheckpointError for a missing, corrupt or foreign `cosjax_vae.json`, a config mismatch or a
+      non-finite leaf.
     """
     folder = user_path(folder)
     file = folder / vae_keys.CONVERTED_FILE
     meta = _read_component_meta(file, "cosjax-vae")
     config = _stored_config(meta, VAEConfig, file, config)
-    return config, _restore(folder, vae_lib.abstract_params(config), np.dtype(np.float32))
+    abstract = vae_lib.abstract_params(config)
+    return config, _restore(folder, abstract, np.dtype(np.float32), allow_nonfinite)
 
 
 def load_converted_t5(
@@ -594,6 +646,7 @@ def load_converted_t5(
     config: T5Config | None = None,
     dtype=None,
     place: Callable[[jax.Array], object] = jnp.asarray,
+    allow_nonfinite: bool = False,
 ) -> tuple[T5Config, dict]:
     """Reads a umT5 encoder folder written by `convert_checkpoint` (`dst/text_encoder/`).
 
@@ -614,5 +667,5 @@ def load_converted_t5(
     meta = _read_component_meta(file, "cosjax-t5")
     config = _stored_config(meta, T5Config, file, config)
     target = numpy_dtype(meta["dtype"] if dtype is None else dtype)
-    params = _restore(folder, t5_lib.abstract_params(config), target)
+    params = _restore(folder, t5_lib.abstract_params(config), target, allow_nonfinite)
     return config, jax.tree.map(place, params)

@@ -58,7 +58,7 @@ import numpy as np
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import abstract_params
 from cosjax.weights.dit_keys import KEY_SPECS, KeySpec, torch_shape
-from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, read_header
+from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, check_finite, read_header
 from cosjax.weights.sources import ExpertSource
 
 EXPERTS = ("high_noise", "low_noise", "dit")
@@ -170,13 +170,16 @@ def with_loras(expert: ExpertSource, loras: Sequence[LoRA]) -> ExpertSource:
 
 
 def open_loras(
-    experts: Sequence[ExpertSource], loras: Mapping[str, Sequence[tuple[str | Path, float]]] | None
+    experts: Sequence[ExpertSource],
+    loras: Mapping[str, Sequence[tuple[str | Path, float]]] | None,
+    allow_nonfinite: bool = False,
 ) -> dict[str, tuple[LoRA, ...]]:
     """Reads and validates every LoRA file (headers only) for the expert it is given to.
 
     Args:
       experts: the checkpoint's experts ("dit", or "high_noise" and "low_noise").
       loras: expert name -> [(LoRA file, strength), ...].
+      allow_nonfinite: keep LoRA tensors holding NaN or inf (see `read_lora`).
 
     Raises:
       ValueError when an expert name is not one of the checkpoint's; CheckpointError (see
@@ -190,7 +193,9 @@ def open_loras(
                 f"LoRA given for expert {name!r}, but this checkpoint's experts are "
                 f"{', '.join(by_name)} (LoRA experts: {', '.join(EXPERTS)})"
             )
-        opened[name] = tuple(read_lora(path, by_name[name].config, strength) for path, strength in files)
+        opened[name] = tuple(
+            read_lora(path, by_name[name].config, strength, allow_nonfinite) for path, strength in files
+        )
     return {name: files for name, files in opened.items() if files}
 
 
@@ -229,8 +234,12 @@ def linear_targets(config: DiTConfig) -> dict[str, Target]:
     return targets
 
 
-def read_lora(path: str | Path, config: DiTConfig, strength: float = 1.0) -> LoRA:
-    """Reads a LoRA file's header and checks that every key fits a Linear weight of `config`.
+def read_lora(
+    path: str | Path, config: DiTConfig, strength: float = 1.0, allow_nonfinite: bool = False
+) -> LoRA:
+    """Reads a LoRA file's header, checks that every key fits a Linear weight of `config`, then reads
+    every tensor once (one at a time: LoRAs are small) to check it is finite, unless `allow_nonfinite`,
+    and `strength` too, so that a damaged LoRA is refused before anything is written.
 
     Accepted keys (after an optional "diffusion_model." prefix): `<module>.lora_A[.<adapter>].weight`
     with `<module>.lora_B[.<adapter>].weight`, or `lora_down` / `lora_up`, and optionally
@@ -239,10 +248,14 @@ def read_lora(path: str | Path, config: DiTConfig, strength: float = 1.0) -> LoR
     Raises:
       CheckpointError naming the key and the file for: a key of another kind, an unpaired A or B, a
       module that is not a Linear layer of the DiT, a layer index beyond `config.num_layers`, a shape
-      that does not give the weight's [out, in], a non-float tensor, or a file with no LoRA at all.
+      that does not give the weight's [out, in], a non-float tensor, or a file with no LoRA at all;
+      `NonFiniteError` (a CheckpointError) naming the key and the file for a NaN or inf.
     """
     path = Path(path)
-    groups = _group_keys(path, read_header(path))
+    if not allow_nonfinite and not np.isfinite(strength):
+        raise CheckpointError(f"{path}: LoRA strength {strength} is not a finite number")
+    header = read_header(path)
+    groups = _group_keys(path, header)
     if not groups:
         raise CheckpointError(f"{path}: holds no LoRA weights")
     targets = linear_targets(config)
@@ -252,6 +265,9 @@ def read_lora(path: str | Path, config: DiTConfig, strength: float = 1.0) -> LoR
         if update.target in updates:
             raise CheckpointError(f"{path}: two LoRAs for {update.target!r} (one via {module!r})")
         updates[update.target] = update
+    if not allow_nonfinite:
+        for key, entry in header.items():
+            check_finite(entry.read(), key, path)
     return LoRA(path, float(strength), updates)
 
 

@@ -37,6 +37,40 @@ class CheckpointError(ValueError):
     """A checkpoint file or folder is missing, corrupt, truncated or does not fit the model."""
 
 
+class NonFiniteError(CheckpointError):
+    """A tensor holds NaN or inf values."""
+
+
+def is_float(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).kind in "fc" or np.dtype(dtype) == DTYPES["BF16"]
+
+
+def check_finite(array, key: str, where: object, allow: bool = False, why: str = ""):
+    """Returns `array` (numpy or jax, one tensor); raises `NonFiniteError` naming `key` and `where`
+    (its file or folder) when a float tensor holds NaN or inf, unless `allow`.
+
+    Every tensor cosjax converts or loads passes through here, one at a time (a bool temporary of the
+    tensor's size, never the checkpoint's). `why` adds a cause to the message (e.g. a dtype overflow).
+    """
+    if allow or not is_float(array.dtype):
+        return array
+    xp = np if isinstance(array, np.ndarray) else _jnp()
+    if bool(xp.all(xp.isfinite(array))):
+        return array
+    nan, inf = int(xp.sum(xp.isnan(array))), int(xp.sum(xp.isinf(array)))
+    raise NonFiniteError(
+        f"{where}: tensor {key!r} holds {nan} NaN and {inf} inf values (of {array.size}){why}; the "
+        "checkpoint is damaged: download or convert it again, or pass allow_nonfinite=True "
+        "(--allow-nonfinite) to use it as it is"
+    )
+
+
+def _jnp():
+    import jax.numpy as jnp
+
+    return jnp
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorEntry:
     """Where one tensor lives: file, byte range (absolute), dtype and shape."""
@@ -97,6 +131,11 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
             start, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: corrupt header entry for {key!r}: {info}") from None
+        if start < 0 or any(s < 0 for s in shape):
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has byte range {start}..{end} or shape {shape} with a negative "
+                "value: its data_offsets would point into the header (the file is corrupt)"
+            )
         if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or start > end:
             raise CheckpointError(
                 f"{path}: tensor {key!r} has byte range {start}..{end}, which does "
@@ -107,4 +146,16 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
                 f"{path}: truncated: tensor {key!r} ends at byte {8 + n + end} but the file has {size} bytes"
             )
         entries[key] = TensorEntry(path, dtype, shape, 8 + n + start, 8 + n + end)
+    _check_disjoint(path, entries)
     return entries
+
+
+def _check_disjoint(path: Path, entries: Mapping[str, TensorEntry]) -> None:
+    """No two tensors may share bytes (a corrupt header could alias one tensor's data as another's)."""
+    spans = sorted((e.start, e.end, k) for k, e in entries.items() if e.end > e.start)
+    for (_, end_a, key_a), (start_b, _, key_b) in zip(spans, spans[1:], strict=False):
+        if start_b < end_a:
+            raise CheckpointError(
+                f"{path}: tensors {key_a!r} and {key_b!r} overlap in the file (bytes {start_b}..{end_a}): "
+                "the header is corrupt"
+            )

@@ -147,6 +147,8 @@ def index_tensors(location: Path) -> dict[str, TensorEntry]:
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{indexes[0]}: corrupt index: no weight_map")
+        for shard in weight_map.values():
+            _check_inside(shard, indexes[0])
         headers = {}
         for shard in sorted(set(weight_map.values())):
             if not (location / shard).is_file():
@@ -176,6 +178,20 @@ def index_tensors(location: Path) -> dict[str, TensorEntry]:
                 raise CheckpointError(f"{f}: key {key!r} is also in {tensors[key].file}")
             tensors[key] = entry
     return tensors
+
+
+def _check_inside(shard: object, index: Path) -> None:
+    """An index entry must name a file inside the model folder: a relative path without '..'.
+
+    Checked on the name, not the resolved path, so symlinked shards (the Hugging Face cache links
+    every file to a blob elsewhere) stay loadable.
+    """
+    parts = Path(shard).parts if isinstance(shard, str) and shard else ("..",)
+    if not isinstance(shard, str) or Path(shard).is_absolute() or ".." in parts:
+        raise CheckpointError(
+            f"{index}: weight_map entry {shard!r} does not name a file inside {index.parent} (an index may "
+            "only list shards in its own folder, by relative name)"
+        )
 
 
 def config_from_json(raw: dict, where: Path) -> DiTConfig:

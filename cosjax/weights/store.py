@@ -16,7 +16,14 @@ from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, abstract_params
 from cosjax.parallel import param_shardings
 from cosjax.paths import AnyPath, building, check_destination, require_local, user_path
-from cosjax.weights.convert import FORMAT_VERSION, METADATA_FILE, check_expert, iter_leaves, numpy_dtype
+from cosjax.weights.convert import (
+    FORMAT_VERSION,
+    METADATA_FILE,
+    check_expert,
+    check_restored,
+    iter_leaves,
+    numpy_dtype,
+)
 from cosjax.weights.safetensors_io import CheckpointError
 from cosjax.weights.sources import open_checkpoint
 
@@ -67,7 +74,11 @@ def _jitted_apply(module: WanDiT):
 
 
 def load_dit(
-    path: str | Path, dtype: str | None = None, config: DiTConfig | None = None, mesh: Mesh | None = None
+    path: str | Path,
+    dtype: str | None = None,
+    config: DiTConfig | None = None,
+    mesh: Mesh | None = None,
+    allow_nonfinite: bool = False,
 ) -> LoadedDiT:
     """Loads a DiT from a converted folder (`cosjax convert`) or directly from PyTorch weights.
 
@@ -81,20 +92,25 @@ def load_dit(
       mesh: place the parameters on this mesh with `cosjax.parallel.param_shardings`. A converted
         folder is restored straight into those shardings (each host reads only its shards); PyTorch
         weights are placed leaf by leaf.
+      allow_nonfinite: keep parameters holding NaN or inf. By default every tensor is checked as it
+        is read (PyTorch) or restored (converted), one at a time, and the first non-finite one raises
+        a `NonFiniteError` naming its key and file or folder.
 
     Returns:
       A LoadedDiT with parameters on the default device, or sharded over `mesh`.
     """
     path = user_path(path)
     if (path / METADATA_FILE).is_file():
-        return _load_converted(path, dtype, mesh)
+        return _load_converted(path, dtype, mesh, allow_nonfinite)
     what = f"holds no {METADATA_FILE} (not a converted folder); a PyTorch checkpoint (memory-mapped)"
     fix = "convert it (cosjax convert) and load the converted folder from there, or copy it locally"
     source = open_checkpoint(require_local(path, what, fix), config)
     first = source.experts[0]
     stored = first.tensors["patch_embedding.weight"].dtype
     np_dtype = numpy_dtype(dtype or stored.name)
-    experts = {expert.name: _place_expert(expert, np_dtype, mesh) for expert in source.experts}
+    experts = {
+        expert.name: _place_expert(expert, np_dtype, mesh, allow_nonfinite) for expert in source.experts
+    }
     return LoadedDiT(first.config, experts, source.boundary, jnp.dtype(np_dtype))
 
 
@@ -102,7 +118,7 @@ def _shardings(config: DiTConfig, mesh: Mesh | None):
     return None if mesh is None else param_shardings(abstract_params(config), mesh)
 
 
-def _place_expert(expert, dtype, mesh: Mesh | None) -> dict:
+def _place_expert(expert, dtype, mesh: Mesh | None, allow_nonfinite: bool = False) -> dict:
     """Reads one PyTorch expert leaf by leaf, putting each on its device(s) before reading the next."""
     shardings = _shardings(expert.config, mesh)
     by_path = {}
@@ -110,7 +126,7 @@ def _place_expert(expert, dtype, mesh: Mesh | None) -> dict:
         by_path = {tuple(k.key for k in p): s for p, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
     check_expert(expert)
     tree: dict = {}
-    for spec, leaf in iter_leaves(expert, dtype):
+    for spec, leaf in iter_leaves(expert, dtype, allow_nonfinite):
         node = tree
         for name in spec.path[:-1]:
             node = node.setdefault(name, {})
@@ -119,13 +135,26 @@ def _place_expert(expert, dtype, mesh: Mesh | None) -> dict:
     return tree
 
 
-def _load_converted(path: AnyPath, dtype: str | None, mesh: Mesh | None) -> LoadedDiT:
+def _load_converted(
+    path: AnyPath, dtype: str | None, mesh: Mesh | None, allow_nonfinite: bool = False
+) -> LoadedDiT:
     from orbax.checkpoint.experimental import v1 as ocp
 
-    meta = json.loads((path / METADATA_FILE).read_text())
-    if meta.get("format") != "cosjax-dit" or meta.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path / METADATA_FILE}: not a cosjax DiT folder of version {FORMAT_VERSION}")
-    config = DiTConfig.from_dict(meta["config"])
+    file = path / METADATA_FILE
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(
+            f"{file}: unreadable ({e}); the converted folder is damaged: convert the checkpoint again"
+        ) from None
+    if not isinstance(meta, dict):
+        meta = {}
+    if (meta.get("format"), meta.get("version")) != ("cosjax-dit", FORMAT_VERSION):
+        raise CheckpointError(f"{file}: not a cosjax DiT folder of version {FORMAT_VERSION}")
+    try:
+        config = DiTConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{file}: bad config ({e})") from None
     stored = jnp.dtype(numpy_dtype(meta["dtype"]))
     single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = _shardings(config, mesh) or jax.tree.map(lambda _: single, abstract_params(config))
@@ -136,7 +165,7 @@ def _load_converted(path: AnyPath, dtype: str | None, mesh: Mesh | None) -> Load
     for name in meta["experts"]:
         if not (path / name).is_dir():
             raise CheckpointError(f"{path / name}: expert folder is missing")
-        experts[name] = ocp.load_pytree(path / name, abstract)
+        experts[name] = check_restored(ocp.load_pytree(path / name, abstract), path / name, allow_nonfinite)
     target = jnp.dtype(numpy_dtype(dtype)) if dtype else stored
     if target != stored:
         experts = jax.tree.map(lambda a: a.astype(target), experts)

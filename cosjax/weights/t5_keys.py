@@ -339,17 +339,23 @@ def _target_dtype(dtype, tensors: Mapping[str, Entry], first_key: str) -> np.dty
 
 
 def iter_leaves(
-    plan: list[tuple[T5KeySpec, list[str]]], tensors: Mapping[str, Entry], dtype: np.dtype
+    plan: list[tuple[T5KeySpec, list[str]]],
+    tensors: Mapping[str, Entry],
+    dtype: np.dtype,
+    allow_nonfinite: bool = False,
 ) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
     """Yields (path, leaf) in our layout and `dtype`, one leaf at a time.
 
-    A stacked leaf is one preallocated [num_layers, ...] array filled layer by layer.
+    A stacked leaf is one preallocated [num_layers, ...] array filled layer by layer. Every tensor is
+    checked finite as it is read (`convert.read_finite`; `NonFiniteError` naming key and file).
     """
+    from cosjax.weights.convert import read_finite
+
     for spec, keys in plan:
         first = tensors[keys[0]].shape
         out = np.empty((len(keys), *(first[::-1] if spec.linear else first)), dtype)
         for i, key in enumerate(keys):
-            tensor = tensors[key].read()
+            tensor = read_finite(tensors[key], key, dtype, allow_nonfinite)
             out[i] = tensor.T if spec.linear else tensor
             del tensor
         yield spec.path, (out if spec.stacked else out[0])
@@ -361,6 +367,7 @@ def load_t5(
     config: T5Config | None = None,
     dtype=None,
     place: Callable[[np.ndarray], object] = jnp.asarray,
+    allow_nonfinite: bool = False,
 ) -> tuple[T5Config, dict]:
     """Loads a umT5 encoder checkpoint into our parameter tree.
 
@@ -372,6 +379,7 @@ def load_t5(
         token embedding (bfloat16 for the official file and the Diffusers repos).
       place: applied to each leaf as soon as it is built (default `jnp.asarray`; e.g. a
         `jax.device_put` with a sharding), so its host copy can be dropped before the next is read.
+      allow_nonfinite: keep tensors holding NaN or inf (by default a `NonFiniteError`).
 
     Returns:
       (config, params) with params as described in `cosjax.models.t5`.
@@ -384,11 +392,11 @@ def load_t5(
     if converted is not None:
         from cosjax.weights.convert import load_converted_t5
 
-        return load_converted_t5(converted, config, dtype, place)
+        return load_converted_t5(converted, config, dtype, place, allow_nonfinite)
     config, _, tensors, plan = open_checked(path, config)
     np_dtype = _target_dtype(dtype, tensors, plan[0][1][0])
     params: dict = {}
-    for leaf_path, leaf in iter_leaves(plan, tensors, np_dtype):
+    for leaf_path, leaf in iter_leaves(plan, tensors, np_dtype, allow_nonfinite):
         node = params
         for name in leaf_path[:-1]:
             node = node.setdefault(name, {})

@@ -268,7 +268,9 @@ def _nest(tree: dict, path: Path_, value) -> None:
     tree[path[-1]] = value
 
 
-def load_vae_diffusers(folder_or_file: str | os.PathLike, config: VAEConfig | None = None):
+def load_vae_diffusers(
+    folder_or_file: str | os.PathLike, config: VAEConfig | None = None, allow_nonfinite: bool = False
+):
     """Loads a Diffusers-layout Wan VAE into our float32 parameter tree.
 
     Args:
@@ -291,7 +293,7 @@ def load_vae_diffusers(folder_or_file: str | os.PathLike, config: VAEConfig | No
     check_keys(config, entries, folder_or_file)
     params: dict = {}
     for key, (path, _) in expected_keys(config).items():
-        leaf = to_leaf(path, entries[key].read()).astype(np.float32)
+        leaf = to_leaf(path, _read_finite(entries[key], key, allow_nonfinite)).astype(np.float32)
         _nest(params, path, jnp.asarray(leaf))
     return config, params
 
@@ -411,7 +413,9 @@ def official_config(entries: Mapping[str, Entry], where: object) -> VAEConfig:
     return OFFICIAL_CONFIGS[z_dim]
 
 
-def load_vae_official(path: str | os.PathLike, config: VAEConfig | None = None):
+def load_vae_official(
+    path: str | os.PathLike, config: VAEConfig | None = None, allow_nonfinite: bool = False
+):
     """Loads an official Wan VAE checkpoint (`Wan2.1_VAE.pth`, `Wan2.2_VAE.pth`) into our float32 tree.
 
     Args:
@@ -431,7 +435,7 @@ def load_vae_official(path: str | os.PathLike, config: VAEConfig | None = None):
     check_keys(config, entries, path, layout="official")
     params: dict = {}
     for key, (leaf_path, _) in expected_keys(config, "official").items():
-        leaf = to_leaf(leaf_path, entries[key].read()).astype(np.float32)
+        leaf = to_leaf(leaf_path, _read_finite(entries[key], key, allow_nonfinite)).astype(np.float32)
         _nest(params, leaf_path, jnp.asarray(leaf))
     return config, params
 
@@ -448,7 +452,13 @@ def _official_file(path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
+def _read_finite(entry, key: str, allow_nonfinite: bool) -> np.ndarray:
+    from cosjax.weights.convert import read_finite
+
+    return read_finite(entry, key, np.dtype(np.float32), allow_nonfinite)
+
+
+def load_vae(path: str | os.PathLike, config: VAEConfig | None = None, allow_nonfinite: bool = False):
     """Loads a Wan VAE in either layout, told by the path.
 
     Args:
@@ -458,6 +468,8 @@ def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
         -> `load_vae_official`; anything else (a Diffusers pipeline / VAE folder or `.safetensors` file)
         -> `load_vae_diffusers`.
       config: passed on; None means the loader's own choice.
+      allow_nonfinite: keep tensors holding NaN or inf (by default a `NonFiniteError` naming the key
+        and file of the first one).
 
     Returns:
       (config, params) as the loaders return them.
@@ -470,12 +482,12 @@ def load_vae(path: str | os.PathLike, config: VAEConfig | None = None):
     if converted is not None:
         from cosjax.weights.convert import load_converted_vae
 
-        return load_converted_vae(converted, config)
+        return load_converted_vae(converted, config, allow_nonfinite)
     path = require_local(path, "a PyTorch VAE (memory-mapped)", "load a converted folder, or copy it locally")
     official = _official_file(path)
     if official is not None:
-        return load_vae_official(official, config)
-    return load_vae_diffusers(path, config)
+        return load_vae_official(official, config, allow_nonfinite)
+    return load_vae_diffusers(path, config, allow_nonfinite)
 
 
 def converted_folder(path: str | os.PathLike) -> Path | None:
