@@ -8,9 +8,23 @@ A preset bundles the DiT architecture with the pipeline defaults that belong to 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Literal
 
 ModelType = Literal["t2v", "i2v", "ti2v"]
+
+
+# integer fields and their least value
+_INT_FIELDS = {
+    "dim": 1, "ffn_dim": 1, "num_heads": 1, "num_layers": 1, "in_dim": 1, "out_dim": 1,
+    "text_len": 1, "text_dim": 1, "freq_dim": 2,
+}
+
+
+def _require_int(name: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise ValueError(f"DiTConfig field {name!r} must be an integer >= {lo}, got {value!r}")
+    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +62,7 @@ class DiTConfig:
     rope_theta: float = 10000.0
 
     def __post_init__(self):
+        self._check_types()
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2:
@@ -55,6 +70,24 @@ class DiTConfig:
         if self.model_type not in ("t2v", "i2v", "ti2v"):
             raise ValueError(f"unknown model_type {self.model_type!r}; expected t2v, i2v or ti2v")
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+
+    def _check_types(self) -> None:
+        """Every field has its type (a config.json may hold "48" or [48]): a ValueError names the field."""
+        for name, lo in _INT_FIELDS.items():
+            object.__setattr__(self, name, _require_int(name, getattr(self, name), lo))
+        for name in ("eps", "rope_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+                raise ValueError(f"DiTConfig field {name!r} must be a positive number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        patch = self.patch_size
+        if not isinstance(patch, list | tuple) or len(patch) != 3:
+            raise ValueError(f"DiTConfig field 'patch_size' must be 3 positive integers, got {patch!r}")
+        for p in patch:
+            _require_int("patch_size", p, 1)
+        if not isinstance(self.model_type, str):
+            got = self.model_type
+            raise ValueError(f"DiTConfig field 'model_type' must be t2v, i2v or ti2v, got {got!r}")
 
     @property
     def head_dim(self) -> int:

@@ -61,6 +61,18 @@ def write_atomic(path: AnyPath, data: bytes | str) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+class DamagedRunError(ValueError):
+    """A file of a run folder cannot be read (truncated or edited by hand)."""
+
+
+def read_json(file: Path, fix: str) -> Any:
+    """The JSON in `file`; a `DamagedRunError` naming the file and the fix when it does not parse."""
+    try:
+        return json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedRunError(f"{file}: damaged, not valid JSON ({e}); {fix}") from None
+
+
 def _diff(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(stored) | set(wanted))
     out = []
@@ -96,7 +108,9 @@ class RunFolder:
         if self.writes and not config_file.exists():  # never write results into a folder of the user's
             check_destination(self.out, "config.json", what="--out")
         if config_file.exists():
-            stored = json.loads(config_file.read_text())
+            stored = read_json(
+                config_file, "choose another --out folder, or delete this one to start the run again"
+            )
             if stored != self.config:
                 diff = "\n  ".join(_diff(stored, self.config)[:20])
                 raise ConfigMismatchError(
@@ -126,7 +140,9 @@ class RunFolder:
             write_atomic(self.case_file(case_id), json.dumps(to_jsonable(record), sort_keys=True))
 
     def load(self, case_id: str) -> dict:
-        return json.loads(self.case_file(case_id).read_text())
+        return read_json(
+            self.case_file(case_id), "delete this record and rerun the same command to compute the case again"
+        )
 
     def records(self, case_ids: Iterable[str]) -> list[dict]:
         """The records of `case_ids` in that order (every one must be finished)."""

@@ -31,6 +31,13 @@ DTYPES = {
     "BOOL": np.dtype(np.bool_),
 }
 _MAX_HEADER = 100 * 2**20
+# torch.save writes a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+ starts with 0x80)
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+TORCH_FIX = (
+    "cosjax reads DiT and LoRA weights from safetensors only: save the state dict with "
+    "safetensors.torch.save_file(torch.load(PATH, weights_only=True), 'model.safetensors') and give "
+    "that file (or its folder) instead"
+)
 
 
 class CheckpointError(ValueError):
@@ -111,15 +118,18 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
+        # a torch.save file is told by its magic only once it fails to parse as safetensors (a valid
+        # header length may begin with the same byte as a pickle)
+        torch_file = raw.startswith(_TORCH_MAGIC)
         if len(raw) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (shorter than its header length)")
         (n,) = struct.unpack("<Q", raw)
         if n > _MAX_HEADER or 8 + n > size:
-            raise CheckpointError(f"{path}: corrupt safetensors header (length {n}, file {size} B)")
+            raise _not_safetensors(path, torch_file, f"length {n}, file {size} B")
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+            raise _not_safetensors(path, torch_file, str(e)) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
@@ -148,6 +158,12 @@ def read_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
         entries[key] = TensorEntry(path, dtype, shape, 8 + n + start, 8 + n + end)
     _check_disjoint(path, entries)
     return entries
+
+
+def _not_safetensors(path: Path, torch_file: bool, detail: str) -> CheckpointError:
+    if torch_file:
+        return CheckpointError(f"{path}: a PyTorch pickle (torch.save) file, not supported; {TORCH_FIX}")
+    return CheckpointError(f"{path}: corrupt safetensors header ({detail})")
 
 
 def _check_disjoint(path: Path, entries: Mapping[str, TensorEntry]) -> None:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from cosjax.configs import PRESETS, DiTConfig
 from cosjax.weights.dit_keys import Layout
-from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, read_header
+from cosjax.weights.safetensors_io import TORCH_FIX, CheckpointError, TensorEntry, read_header
 
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_PREFIX = "model.diffusion_model."
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _OFFICIAL_PROBE = "time_projection.1.weight"
 _DIFFUSERS_PROBE = "condition_embedder.time_proj.weight"
 
@@ -93,6 +94,9 @@ def open_checkpoint(path: str | Path, config: DiTConfig | None = None) -> Checkp
         return CheckpointSource(experts, _default_boundary(experts[0].config))
     if list(path.glob("*.safetensors")) or list(path.glob("*.safetensors.index.json")):
         return CheckpointSource([_open_model(path, "dit", config)], None)
+    pickles = sorted(p.name for suffix in TORCH_SUFFIXES for p in path.glob(f"*{suffix}"))
+    if pickles:
+        raise CheckpointError(f"{path}: holds only PyTorch pickle files ({', '.join(pickles)}); {TORCH_FIX}")
     raise CheckpointError(
         f"{path}: no Wan DiT checkpoint found: expected transformer/ (Diffusers), high_noise_model/ "
         f"and low_noise_model/ (official A14B), or .safetensors files"
@@ -195,49 +199,81 @@ def _check_inside(shard: object, index: Path) -> None:
 
 
 def config_from_json(raw: dict, where: Path) -> DiTConfig:
-    """DiTConfig from an official (`WanModel`) or Diffusers (`WanTransformer3DModel`) config.json."""
+    """DiTConfig from an official (`WanModel`) or Diffusers (`WanTransformer3DModel`) config.json.
+
+    Raises:
+      CheckpointError naming `where` and the field when one is missing or of the wrong type (e.g.
+      "dim": "48"), with the fix.
+    """
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{where}: not a JSON object; give the folder a model config.json or pass a preset (--preset)"
+        )
     try:
-        if "num_attention_heads" in raw:  # Diffusers
-            if raw.get("image_dim") or raw.get("added_kv_proj_dim"):
-                raise CheckpointError(
-                    f"{where}: Wan2.1 I2V/FLF2V models with a CLIP image branch are not supported"
-                )
-            c_in, c_out = raw["in_channels"], raw["out_channels"]
-            return DiTConfig(
-                dim=raw["num_attention_heads"] * raw["attention_head_dim"],
-                ffn_dim=raw["ffn_dim"],
-                num_heads=raw["num_attention_heads"],
-                num_layers=raw["num_layers"],
-                in_dim=c_in,
-                out_dim=c_out,
-                model_type=_model_type(c_in, c_out),
-                patch_size=tuple(raw.get("patch_size", (1, 2, 2))),
-                text_dim=raw.get("text_dim", 4096),
-                freq_dim=raw.get("freq_dim", 256),
-                eps=raw.get("eps", 1e-6),
+        return _config_from_json(raw, where)
+    except CheckpointError:
+        raise
+    except KeyError as e:
+        raise CheckpointError(f"{where}: config lacks field {e}") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{where}: {e}; fix that field of the config.json, or pass a preset (--preset) to take the "
+            "architecture from it instead"
+        ) from None
+
+
+def _config_from_json(raw: dict, where: Path) -> DiTConfig:
+    if "num_attention_heads" in raw:  # Diffusers
+        if raw.get("image_dim") or raw.get("added_kv_proj_dim"):
+            raise CheckpointError(
+                f"{where}: Wan2.1 I2V/FLF2V models with a CLIP image branch are not supported"
             )
-        model_type = raw.get("model_type") or _model_type(raw["in_dim"], raw["out_dim"])
-        if model_type not in ("t2v", "i2v", "ti2v"):
-            raise CheckpointError(f"{where}: model_type {model_type!r} is not supported (t2v, i2v, ti2v are)")
+        for name in ("num_attention_heads", "attention_head_dim"):  # multiplied below: checked first
+            if isinstance(raw[name], bool) or not isinstance(raw[name], int):
+                raise ValueError(f"field {name!r} must be an integer, got {raw[name]!r}")
+        c_in, c_out = raw["in_channels"], raw["out_channels"]
         return DiTConfig(
-            dim=raw["dim"],
+            dim=raw["num_attention_heads"] * raw["attention_head_dim"],
             ffn_dim=raw["ffn_dim"],
-            num_heads=raw["num_heads"],
+            num_heads=raw["num_attention_heads"],
             num_layers=raw["num_layers"],
-            in_dim=raw["in_dim"],
-            out_dim=raw["out_dim"],
-            model_type=model_type,
-            patch_size=tuple(raw.get("patch_size", (1, 2, 2))),
-            text_len=raw.get("text_len", 512),
+            in_dim=c_in,
+            out_dim=c_out,
+            model_type=_model_type(c_in, c_out),
+            patch_size=_patch(raw),
             text_dim=raw.get("text_dim", 4096),
             freq_dim=raw.get("freq_dim", 256),
             eps=raw.get("eps", 1e-6),
         )
-    except KeyError as e:
-        raise CheckpointError(f"{where}: config lacks field {e}") from None
+    model_type = raw.get("model_type") or _model_type(raw["in_dim"], raw["out_dim"])
+    if model_type not in ("t2v", "i2v", "ti2v"):
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not supported (t2v, i2v, ti2v are)")
+    return DiTConfig(
+        dim=raw["dim"],
+        ffn_dim=raw["ffn_dim"],
+        num_heads=raw["num_heads"],
+        num_layers=raw["num_layers"],
+        in_dim=raw["in_dim"],
+        out_dim=raw["out_dim"],
+        model_type=model_type,
+        patch_size=_patch(raw),
+        text_len=raw.get("text_len", 512),
+        text_dim=raw.get("text_dim", 4096),
+        freq_dim=raw.get("freq_dim", 256),
+        eps=raw.get("eps", 1e-6),
+    )
+
+
+def _patch(raw: dict) -> tuple:
+    patch = raw.get("patch_size", (1, 2, 2))
+    if not isinstance(patch, list | tuple):
+        raise ValueError(f"DiTConfig field 'patch_size' must be 3 positive integers, got {patch!r}")
+    return tuple(patch)
 
 
 def _model_type(in_dim: int, out_dim: int) -> str:
+    if not all(isinstance(v, int) for v in (in_dim, out_dim)):
+        return "t2v"  # DiTConfig then names the field that is not an integer
     if in_dim == out_dim + 20:
         return "i2v"
     return "ti2v" if in_dim == out_dim == 48 else "t2v"
