@@ -234,11 +234,29 @@ def test_misshaped_vae_tensor_aborts(src, tmp_path):
     _convert_fails(src, tmp_path, r"tensor 'decoder\.conv_out\.weight' has shape \(3, 5\)")
 
 
+@pytest.mark.parametrize(
+    ("file", "key"),
+    [
+        ("vae/diffusion_pytorch_model.safetensors", "decoder.conv_out.weight"),
+        ("text_encoder/model.safetensors", "encoder.final_layer_norm.weight"),
+    ],
+)
+def test_nan_in_a_component_aborts_naming_key_and_file(src, tmp_path, file, key):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src / file))
+    state[key] = (
+        state[key].clone().view(-1).index_fill_(0, torch.tensor([0]), float("nan")).view(state[key].shape)
+    )
+    save_file(state, str(src / file))
+    _convert_fails(src, tmp_path, rf"{src / file}: tensor '{key}' holds 1 NaN and 0 inf values")
+
+
 def test_failure_while_writing_a_component_leaves_nothing(src, tmp_path, monkeypatch):
     real = t5_keys.iter_leaves
 
-    def failing(plan, tensors, dtype):
-        for i, item in enumerate(real(plan, tensors, dtype)):
+    def failing(plan, tensors, dtype, *args):
+        for i, item in enumerate(real(plan, tensors, dtype, *args)):
             if i == 3:
                 raise OSError("disk full (simulated)")
             yield item

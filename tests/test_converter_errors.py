@@ -137,8 +137,8 @@ def test_failure_while_writing_leaves_nothing(src, tmp_path, monkeypatch):
 
     real = convert.iter_leaves
 
-    def failing(expert, dtype):
-        for i, item in enumerate(real(expert, dtype)):
+    def failing(expert, dtype, *args):
+        for i, item in enumerate(real(expert, dtype, *args)):
             if i == 12:
                 raise OSError("disk full (simulated)")
             yield item
