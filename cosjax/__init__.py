@@ -23,7 +23,15 @@ __all__ += ["LoadedDiT", "convert_checkpoint", "load_dit"]
 
 from cosjax.pipeline import Pipeline  # noqa: E402
 from cosjax.sampling.sampler import Conditioning, Result, Sampler, SamplerSettings, Trace, make_sampler  # noqa: E402
-from cosjax.transforms import capture, ensemble, noise_at_frame, noise_at_step, swap_layer, trace_x0  # noqa: E402
+from cosjax.transforms import (  # noqa: E402
+    capture,
+    check_indices,
+    ensemble,
+    noise_at_frame,
+    noise_at_step,
+    swap_layer,
+    trace_x0,
+)
 
 __all__ += [
     "Conditioning",
@@ -33,6 +41,7 @@ __all__ += [
     "SamplerSettings",
     "Trace",
     "capture",
+    "check_indices",
     "ensemble",
     "make_sampler",
     "noise_at_frame",
