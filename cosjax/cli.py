@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 # `--lora NAME=PATH`: NAME -> the expert the LoRA is merged into
@@ -85,17 +86,38 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mesh_arg(spec: str) -> dict[str, int]:
+    """'data=2,fsdp=4' -> {"data": 2, "fsdp": 4} (axes of `cosjax.parallel.AXES`; unnamed axes 1)."""
+    from cosjax.parallel import AXES
+
+    sizes = {}
+    for item in spec.split(","):
+        name, sep, size = item.partition("=")
+        if not sep or name not in AXES or not size.isdigit() or int(size) < 1:
+            raise argparse.ArgumentTypeError(
+                f"bad mesh {spec!r}: expected AXIS=SIZE,... with AXIS in {', '.join(AXES)}"
+            )
+        sizes[name] = int(size)
+    return {"fsdp": 1, **sizes}
+
+
 def _run(args: argparse.Namespace) -> int:
     import experiments
     from cosjax.paths import user_path
-    from experiments.common import parse_overrides
+    from experiments.common import parse_overrides, run_mesh
 
     module = experiments.get(args.name)
     values = parse_overrides(module.Config, args.overrides)
     if args.data is not None:
         values["data"] = args.data
     config = module.Config(**values)
-    summary = module.run(config, model=args.model, out=args.out, progress=not args.quiet)
+    mesh = None
+    if args.mesh is not None:
+        from cosjax.parallel import make_mesh
+
+        mesh = make_mesh(**args.mesh)
+    with run_mesh(mesh):
+        summary = module.run(config, model=args.model, out=args.out, progress=not args.quiet)
     out = user_path(args.out or f"runs/{args.name}")
     print(summary.get("table", ""))
     print(f"results: {out}/results.json; TensorBoard: tensorboard --logdir {out}/tb")
@@ -178,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="a converted Wan folder or a toy export (default: the embedded model)")
     run.add_argument("--data", help="toy[:families[@held_out|@both]] or vbvr-bench:PATH")
     run.add_argument("--out", help="run folder (default runs/NAME); rerun the same command to resume")
+    run.add_argument(
+        "--mesh",
+        type=_mesh_arg,
+        metavar="AXIS=SIZE,...",
+        help="device mesh over every process's devices, e.g. data=2,fsdp=4 (unnamed axes are 1); "
+        "multi-host: the data-parallel replicas split the cases (see cosjax.runs)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("overrides", nargs="*", metavar="NAME=VALUE")
     run.set_defaults(func=_run)
@@ -225,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("COSJAX_LOG", "WARNING").upper()  # INFO: per-host progress of a pod run
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and (args.command not in ("run", "train-toy") or any(a.startswith("-") for a in extra)):

@@ -28,12 +28,14 @@ class Writer:
 
     Args:
       logdir: the run folder (created on process 0 only): a local path or a URL.
+      active: whether this process writes (None: process 0 only). A multi-host run's work-group
+        leads log their own cases (`cosjax.runs`), each to its own event file.
     """
 
-    def __init__(self, logdir: str | Path):
+    def __init__(self, logdir: str | Path, active: bool | None = None):
         self.logdir = user_path(logdir)
         self._writer = None
-        if is_main_process():
+        if is_main_process() if active is None else active:
             from tensorboardX import SummaryWriter
 
             local = self.logdir

@@ -130,12 +130,22 @@ def shard_params(params, mesh: Mesh):
 
 
 def initialize_distributed() -> bool:
-    """`jax.distributed.initialize()` when running multi-host (COSJAX_DISTRIBUTED=1 or a coordinator
-    address in the environment); a no-op for single-process runs. Returns whether it initialised."""
+    """`jax.distributed.initialize()` when running multi-host; a no-op for single-process runs.
+
+    Multi-host means COSJAX_DISTRIBUTED=1 (set by `tpu/run.sh`) or JAX_COORDINATOR_ADDRESS in the
+    environment. On Cloud TPU JAX detects everything itself. Elsewhere (N local processes for tests,
+    or hosts without a cluster manager) set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES=N
+    and JAX_PROCESS_ID=0..N-1 in each process; JAX reads only the address by itself, so the other
+    two are passed here. Returns whether it initialised.
+
+    Raises:
+      ValueError: JAX_NUM_PROCESSES / JAX_PROCESS_ID malformed, only one of them set, or set
+        without JAX_COORDINATOR_ADDRESS.
+    """
     wanted = os.environ.get("COSJAX_DISTRIBUTED") == "1" or "JAX_COORDINATOR_ADDRESS" in os.environ
     if not wanted:
         return False
-    jax.distributed.initialize()
+    jax.distributed.initialize(**_process_settings(os.environ))
     log.info(
         "process %d of %d, %d local devices",
         jax.process_index(),
@@ -143,6 +153,27 @@ def initialize_distributed() -> bool:
         jax.local_device_count(),
     )
     return True
+
+
+def _process_settings(env) -> dict:
+    """JAX_NUM_PROCESSES / JAX_PROCESS_ID -> `jax.distributed.initialize` keywords (checked)."""
+    names = ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+    given = {n: env[n] for n in names if env.get(n, "") != ""}
+    if not given:
+        return {}
+    fix = "set both JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=0..N-1 (and JAX_COORDINATOR_ADDRESS=host:port)"
+    if len(given) == 1:
+        raise ValueError(f"only {next(iter(given))} is set; {fix}")
+    if not env.get("JAX_COORDINATOR_ADDRESS"):
+        raise ValueError(f"JAX_NUM_PROCESSES and JAX_PROCESS_ID need JAX_COORDINATOR_ADDRESS; {fix}")
+    try:
+        count, index = int(given["JAX_NUM_PROCESSES"]), int(given["JAX_PROCESS_ID"])
+    except ValueError:
+        raise ValueError(f"JAX_NUM_PROCESSES={given['JAX_NUM_PROCESSES']!r}, JAX_PROCESS_ID="
+                         f"{given['JAX_PROCESS_ID']!r} are not integers; {fix}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"JAX_PROCESS_ID={index} is not in 0..JAX_NUM_PROCESSES-1={count - 1}; {fix}")
+    return {"num_processes": count, "process_id": index}
 
 
 def is_main_process() -> bool:

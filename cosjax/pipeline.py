@@ -334,7 +334,7 @@ class Pipeline:
             vae_stride=self.model.vae_stride,
             solver=self.settings.solver,
         )
-        limit = device_bytes or (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+        limit = device_bytes or (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
         return check_fits(plan, limit) if limit else plan
 
     def decode(self, latents: jax.Array) -> jax.Array:

@@ -148,7 +148,7 @@ class PipelineSubject:
 
     def evaluate_arms(self, setup, config, rows: list[dict]) -> dict:
         """Scores the run's videos with VBVR-EvalKit (`score_bench_run`; only process 0 scores)."""
-        if not setup.folder.writes:
+        if not setup.folder.owner:  # group leads write their cases; process 0 alone scores the run
             return {"scoring": {"status": "on process 0"}, "table": ""}
         python = getattr(config, "evalkit_python", None)
         return score_bench_run(setup.folder.out, self.index, config.cases, config.evalkit, python)

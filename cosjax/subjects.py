@@ -66,16 +66,21 @@ class ToySubject:
 
     Args:
       path: a `cosjax.train.export` folder; None = the embedded model shipped in the package.
+      mesh: shard the DiT over this mesh (`cosjax.parallel.shard_params`); None = one device.
     """
 
     kind = "toy"
     fps = 4
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, mesh=None):
+        from cosjax.parallel import shard_params
         from cosjax.train import load_toy
 
         self.path = user_path(path) if path is not None else EMBEDDED_MODEL
         self.dit, self.meta, self.table = load_toy(self.path)
+        if mesh is not None:
+            experts = {name: shard_params(p, mesh) for name, p in self.dit.experts.items()}
+            self.dit = dataclasses.replace(self.dit, experts=experts)
         self.space = self.meta.get("space", "pixel")
         self.pool = int(self.meta.get("pool", 1))
         self.stride = int(self.meta.get("stride", 1))
@@ -181,10 +186,10 @@ class ToySubject:
 
 
 def load_subject(model: str | None, data: str = "toy", **kwargs) -> Any:
-    """The subject for `--model` (None = the embedded toy) and `--data`."""
+    """The subject for `--model` (None = the embedded toy) and `--data`; `mesh=` places the model."""
     kind, _ = parse_data(data)
     if kind == "toy":
-        return ToySubject(model)
+        return ToySubject(model, mesh=kwargs.get("mesh"))
     from cosjax.pipeline_subject import PipelineSubject
 
     if model is None:

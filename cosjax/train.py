@@ -510,7 +510,7 @@ def _checkpoint_manager(workdir: Path, create: bool = True):
 def _restore(manager, config: TrainConfig, step: int) -> TrainState:
     import orbax.checkpoint as ocp
 
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
         jax.eval_shape(functools.partial(_init_state, config)),

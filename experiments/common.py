@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import types
@@ -14,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.hosts import WorkGroup, replicate, replicated_outputs, work_group
 from cosjax.logging import Writer
+from cosjax.parallel import is_main_process
 from cosjax.paths import user_path
 from cosjax.runs import RunFolder, write_atomic
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
@@ -193,17 +197,56 @@ class Setup:
     def by_id(self) -> dict[str, CaseRef]:
         return {c.id: c for c in self.cases}
 
+    @property
+    def group(self) -> WorkGroup:
+        return self.folder.group
+
     def sampler(self):
-        return self.subject.sampler(**_sampler_overrides(self.config))
+        """The subject's sampler; on a mesh its outputs are replicated over the group's devices, so
+        every process of the group reads whole arrays."""
+        sampler = self.subject.sampler(**_sampler_overrides(self.config))
+        return sampler if self.group.mesh is None else replicated_outputs(sampler, self.group.mesh)
 
 
 def _sampler_overrides(config) -> dict:
     return {k: getattr(config, k) for k in ("steps", "shift", "guide_scale", "solver")}
 
 
-def prepare(name: str, config, model: str | None, out: str | Path | None, **subject_kwargs) -> Setup:
+_RUN_MESH: contextvars.ContextVar = contextvars.ContextVar("cosjax_run_mesh", default=None)
+
+
+@contextlib.contextmanager
+def run_mesh(mesh):
+    """Experiments prepared within this block run on `mesh` (a `cosjax.parallel.make_mesh` over
+    all devices of every process); each work group uses its rows (`cosjax.hosts`)."""
+    token = _RUN_MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _RUN_MESH.reset(token)
+
+
+def prepare(
+    name: str, config, model: str | None, out: str | Path | None, mesh=None, **subject_kwargs
+) -> Setup:
     """Loads the subject and cases, validates every setting (`config.validate`), then checks/stores
-    the config in the run folder and opens TensorBoard: a bad setting leaves `out` untouched."""
+    the config in the run folder and opens TensorBoard: a bad setting leaves `out` untouched.
+
+    `mesh` (default: the one `run_mesh` set, else none) is split into work groups; the subject is
+    placed on this process's group's sub-mesh, and the group's lead logs its cases.
+    """
+    group = work_group(mesh if mesh is not None else _RUN_MESH.get())
+    if group.spans_processes:
+        shape = dict(group.mesh.shape)
+        raise ValueError(
+            f"mesh {shape}: a data-parallel replica spans processes {list(group.processes)}, which "
+            "the experiments cannot run yet: their samplers close over the parameters, and JAX "
+            "refuses closed-over arrays of which a process holds only a part; choose the mesh so "
+            f"that fsdp x context x tensor divides the {jax.local_device_count()} devices of one host "
+            "(e.g. --mesh data=N,fsdp=<local devices>)"
+        )
+    if group.mesh is not None:
+        subject_kwargs["mesh"] = group.mesh
     subject = load_subject(model, config.data, **subject_kwargs)
     settings = subject.settings(**_sampler_overrides(config))
     config.validate(subject, settings)  # every setting, before the run folder is claimed
@@ -218,9 +261,9 @@ def prepare(name: str, config, model: str | None, out: str | Path | None, **subj
         "settings": dataclasses.asdict(settings),
         "config": dataclasses.asdict(config),
     }
-    folder = RunFolder(out, record)
-    writer = Writer(out / "tb")
-    if folder.writes:
+    folder = RunFolder(out, record, group)
+    writer = Writer(out / "tb", active=folder.writes)
+    if folder.owner:
         writer.text("config", f"```\n{json.dumps(folder.config, indent=2)}\n```")
     return Setup(name, config, subject, settings, cases, folder, writer)
 
@@ -238,12 +281,14 @@ def condition(setup: Setup, cases: Sequence[CaseRef]) -> Conditioning:
         noise = jnp.concatenate([jax.random.normal(key_for(c, setup.config.seed), shape) for c in cases])
     else:
         raise ValueError(f"config noise={source!r}: use 'jax' or 'reference' (CLI: noise=reference)")
-    return cond.replace(noise=noise)
+    cond = cond.replace(noise=noise)
+    return cond if setup.group.mesh is None else replicate(cond, setup.group.mesh)
 
 
 def batch_key(setup: Setup, cases: Sequence[CaseRef]) -> jax.Array:
     """The key of a batch (fresh noise of perturbations, ensemble seeds): the first case's key."""
-    return jax.random.fold_in(key_for(cases[0], setup.config.seed), 1)
+    key = jax.random.fold_in(key_for(cases[0], setup.config.seed), 1)
+    return key if setup.group.mesh is None else replicate(key, setup.group.mesh)
 
 
 def score_videos(setup: Setup, cases: Sequence[CaseRef], videos: np.ndarray) -> list[float | None]:
@@ -264,7 +309,7 @@ def mean(values) -> float | None:
 
 
 def save_mp4(setup: Setup, case_id: str, name: str, frames: np.ndarray, fps: int) -> None:
-    """Writes a case's uint8 [F, H, W, 3] video artifact (H.264, atomic; process 0 only)."""
+    """Writes a case's uint8 [F, H, W, 3] video artifact (H.264, atomic; the group lead only)."""
     from cosjax.data.vbvr_bench import write_video
 
     if setup.folder.writes:
@@ -272,7 +317,7 @@ def save_mp4(setup: Setup, case_id: str, name: str, frames: np.ndarray, fps: int
 
 
 def save_png(setup: Setup, case_id: str, name: str, image: np.ndarray) -> None:
-    """Writes a case's uint8 [H, W, 3] image artifact (atomic; process 0 only)."""
+    """Writes a case's uint8 [H, W, 3] image artifact (atomic; the group lead only)."""
     import io
 
     import imageio.v3 as iio
@@ -321,9 +366,14 @@ def run_cases_for(setup: Setup, compute, progress: bool = True, stop_after: int 
 
     ids = [c.id for c in setup.cases]
     batch = setup.config.batch_size if setup.subject.kind == "toy" else 1
-    return run_cases(setup.folder, ids, compute, batch, progress, setup.name, stop_after)
+    done = run_cases(setup.folder, ids, compute, batch, progress, setup.name, stop_after)
+    if not is_main_process():  # the summary is logged by process 0 alone
+        setup.writer.close()
+    return done
 
 
 def complete(setup: Setup) -> bool:
-    """Whether every case of the run has its record (False after a `stop_after` stop)."""
-    return all(setup.folder.finished(c.id) for c in setup.cases)
+    """Whether every case of the run has its record (False after a `stop_after` stop), as process 0
+    sees it, on every process."""
+    ids = [c.id for c in setup.cases]
+    return setup.folder.finished_ids(ids) == set(ids)

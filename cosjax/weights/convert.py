@@ -592,7 +592,7 @@ def _restore(folder: Path, abstract, dtype: np.dtype, allow_nonfinite: bool = Fa
     each leaf checked finite (`check_restored`)."""
     from orbax.checkpoint.experimental import v1 as ocp
 
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=sharding), abstract)
     return check_restored(ocp.load_pytree(user_path(folder), target), folder, allow_nonfinite)
 

@@ -156,7 +156,7 @@ def _load_converted(
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{file}: bad config ({e})") from None
     stored = jnp.dtype(numpy_dtype(meta["dtype"]))
-    single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shardings = _shardings(config, mesh) or jax.tree.map(lambda _: single, abstract_params(config))
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, stored, sharding=s), abstract_params(config), shardings
