@@ -718,16 +718,8 @@ def readme_commands(path: Path) -> list[list[str]]:
     return commands
 
 
-# `cosjax run` options the READMEs already show that a parallel branch adds (pod-mesh: --mesh SPEC).
-# While the CLI lacks one, it and its value are set aside (and listed); once the CLI has it, it is
-# parsed like every other option, so this list only ever shrinks the check until then.
-PENDING_RUN_OPTIONS = ("--mesh",)
-
-
-def check_cosjax_command(argv: list[str]) -> list[str]:
-    """Parses ARGV as `cosjax.cli.main` does, then checks NAME=VALUE settings and --data too.
-
-    Returns the pending options set aside (see PENDING_RUN_OPTIONS)."""
+def check_cosjax_command(argv: list[str]) -> None:
+    """Parses ARGV as `cosjax.cli.main` does, then checks NAME=VALUE settings and --data too."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     import experiments
@@ -736,13 +728,6 @@ def check_cosjax_command(argv: list[str]) -> list[str]:
     from experiments.common import parse_overrides
 
     parser = build_parser()
-    known = parser._subparsers._group_actions[0].choices["run"]._option_string_actions
-    argv, pending = list(argv), []
-    for option in PENDING_RUN_OPTIONS:
-        if option not in known and option in argv:
-            i = argv.index(option)
-            pending += argv[i : i + 2]
-            del argv[i : i + 2]
     args, extra = parser.parse_known_args(argv[1:])
     assert not extra or (
         args.command in ("run", "train-toy") and not any(a.startswith("-") for a in extra)
@@ -751,7 +736,6 @@ def check_cosjax_command(argv: list[str]) -> list[str]:
         parse_overrides(experiments.get(args.name).Config, [*args.overrides, *extra])
         if args.data is not None:
             parse_data(args.data)
-    return pending
 
 
 @pytest.mark.parametrize("readme", ["tpu/README.md", "README.md"])
