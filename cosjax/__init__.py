@@ -22,6 +22,7 @@ from cosjax.weights.store import LoadedDiT, load_dit  # noqa: E402
 __all__ += ["LoadedDiT", "convert_checkpoint", "load_dit"]
 
 from cosjax.pipeline import Pipeline  # noqa: E402
+from cosjax.sampling.build import build_sampler  # noqa: E402
 from cosjax.sampling.sampler import Conditioning, Result, Sampler, SamplerSettings, Trace, make_sampler  # noqa: E402
 from cosjax.transforms import (  # noqa: E402
     capture,
@@ -40,6 +41,7 @@ __all__ += [
     "Sampler",
     "SamplerSettings",
     "Trace",
+    "build_sampler",
     "capture",
     "check_indices",
     "ensemble",

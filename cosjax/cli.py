@@ -104,19 +104,14 @@ def _mesh_arg(spec: str) -> dict[str, int]:
 def _run(args: argparse.Namespace) -> int:
     import experiments
     from cosjax.paths import user_path
-    from experiments.common import parse_overrides, run_mesh
+    from experiments.common import parse_overrides, using_mesh
 
     module = experiments.get(args.name)
     values = parse_overrides(module.Config, args.overrides)
     if args.data is not None:
         values["data"] = args.data
     config = module.Config(**values)
-    mesh = None
-    if args.mesh is not None:
-        from cosjax.parallel import make_mesh
-
-        mesh = make_mesh(**args.mesh)
-    with run_mesh(mesh):
+    with using_mesh(args.mesh):
         summary = module.run(config, model=args.model, out=args.out, progress=not args.quiet)
     out = user_path(args.out or f"runs/{args.name}")
     print(summary.get("table", ""))
@@ -202,10 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default runs/NAME); rerun the same command to resume")
     run.add_argument(
         "--mesh",
-        type=_mesh_arg,
-        metavar="AXIS=SIZE,...",
-        help="device mesh over every process's devices, e.g. data=2,fsdp=4 (unnamed axes are 1); "
-        "multi-host: the data-parallel replicas split the cases (see cosjax.runs)",
+        help="device mesh: AXIS=SIZE,... over data, fsdp, context, tensor (unnamed axes are 1, product = "
+        "the devices present), e.g. data=2,fsdp=2,context=2; or 'auto' (the memory planner picks the mesh "
+        "that fits with the least communication). Default: one device",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("overrides", nargs="*", metavar="NAME=VALUE")

@@ -628,3 +628,108 @@ def plan_preset(
         vae_stride=preset.vae_stride,
         **kwargs,
     )
+
+
+def communication_bytes(plan: MemoryPlan) -> int:
+    """Bytes one device sends per DiT forward under the plan's mesh: the ranking `choose_mesh` uses
+    (a volume model, not a timing; ring collectives send (k - 1) / k of what they gather):
+
+      fsdp    every block's weights all-gathered once per forward:  N_layers * layer * (f - 1) / f
+      context Ulysses: 4 all-to-alls per block (q, k, v, attention out): 4 N_layers c b l D/t (k-1)/k
+      tensor  3 all-reduces per block (self-attention, cross-attention, FFN outputs):
+              3 N_layers * 2 c b l D (t - 1) / t
+      data    nothing per forward (the CFG pair or the seeds are independent until the guidance combine)
+
+    with layer the block's weight bytes without the fsdp split (`parameter_bytes`), b, l, D, c as in
+    the module docstring.
+    """
+    cfg, mesh = plan.config, plan.mesh_shape
+    fsdp, context, tensor = mesh["fsdp"], mesh["context"], mesh["tensor"]
+    _, layer = parameter_bytes(cfg, plan.param_dtype, mesh)
+    c = plan.compute_dtype.itemsize
+    stream = c * plan.batch_per_device * plan.tokens_per_device * cfg.dim  # one [b, l, D] activation
+    weights = cfg.num_layers * layer * (fsdp - 1) / fsdp
+    ulysses = 4 * cfg.num_layers * stream / tensor * (context - 1) / context
+    reduce = 3 * cfg.num_layers * 2 * stream * (tensor - 1) / tensor
+    return int(weights + ulysses + reduce)
+
+
+def mesh_candidates(device_count: int, num_heads: int, max_data: int) -> list[dict[str, int]]:
+    """Every (data, fsdp, context, tensor) with product `device_count` that the DiT can run: data at
+    most the DiT batch (more only pads), tensor dividing the heads, context x tensor dividing the
+    heads when context > 1 (Ulysses)."""
+    divisors = [d for d in range(1, device_count + 1) if device_count % d == 0]
+    out = []
+    for data in (d for d in divisors if d <= max_data):
+        for tensor in (t for t in divisors if (device_count // data) % t == 0 and num_heads % t == 0):
+            for context in (k for k in divisors if (device_count // data // tensor) % k == 0):
+                if context > 1 and num_heads % (context * tensor):
+                    continue
+                fsdp = device_count // (data * tensor * context)
+                out.append({"data": data, "fsdp": fsdp, "context": context, "tensor": tensor})
+    return out
+
+
+def choose_mesh(
+    config: DiTConfig,
+    num_experts: int,
+    frames: int,
+    height: int,
+    width: int,
+    device_count: int,
+    device_bytes: int | None,
+    **kwargs,
+) -> MemoryPlan:
+    """The plan of the mesh over all `device_count` devices that fits `device_bytes` per device with the
+    least communication (`communication_bytes`; ties: the smaller total), for sampling one
+    `frames` x `height` x `width` video (the largest a run will make). `kwargs` go to `plan_memory`
+    (dtypes, cfg, batch, attention, vae_stride, solver, platform).
+
+    `device_bytes=None` (CPU devices report no limit): every runnable mesh fits; communication decides.
+    Raises a ValueError when no mesh fits, with the closest plan's breakdown and the changes that
+    would make it fit (`check_fits`: more devices, flash attention, bfloat16, a smaller video, ...).
+    """
+    cfg_on = kwargs.get("cfg", True)
+    max_data = kwargs.get("batch", 1) * (2 if cfg_on else 1)
+    plans = []
+    for mesh in mesh_candidates(device_count, config.num_heads, max_data):
+        plans.append(plan_memory(config, num_experts, frames, height, width, mesh, **kwargs))
+    if not plans:
+        raise ValueError(f"no mesh of {device_count} devices can run a DiT with {config.num_heads} heads")
+    fitting = [p for p in plans if device_bytes is None or p.total <= device_bytes]
+    if not fitting:
+        closest = min(plans, key=lambda p: p.total)
+        more = next(
+            (
+                n
+                for n in (device_count * 2**i for i in range(1, 8))
+                if any(
+                    plan_memory(config, num_experts, frames, height, width, m, **kwargs).total <= device_bytes
+                    for m in mesh_candidates(n, config.num_heads, max_data)
+                )
+            ),
+            None,
+        )
+        devices = f"use {more} devices of this size (then --mesh auto fits), or " if more else ""
+        try:
+            check_fits(closest, device_bytes)
+        except ValueError as e:
+            raise ValueError(
+                f"--mesh auto: no mesh of the {device_count} devices fits {device_bytes / GiB:.1f} GiB per "
+                f"device; the closest, {_mesh_text(closest)}, needs {closest.total / GiB:.1f} GiB. Fix: "
+                f"{devices}make the video smaller (see below).\n{e}"
+            ) from None
+    return min(fitting, key=lambda p: (communication_bytes(p), p.total))
+
+
+def _mesh_text(plan: MemoryPlan) -> str:
+    return ",".join(f"{a}={plan.mesh_shape[a]}" for a in MESH_AXES)
+
+
+def describe_choice(plan: MemoryPlan, device_bytes: int | None) -> str:
+    """What `--mesh auto` prints: the mesh, its communication per forward, and the memory plan."""
+    budget = "no device memory limit known" if device_bytes is None else f"{device_bytes / GiB:.1f} GiB"
+    return (
+        f"--mesh auto: {_mesh_text(plan)} ({plan.total / GiB:.2f} GiB per device of {budget}; "
+        f"{communication_bytes(plan) / GiB:.2f} GiB sent per device per DiT forward)\n{plan.summary()}"
+    )

@@ -49,6 +49,65 @@ def make_mesh(
     return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
+def parse_mesh(spec: str, device_count: int | None = None) -> dict[str, int]:
+    """'data=2,fsdp=2,context=2' -> {"data": 2, "fsdp": 2, "context": 2, "tensor": 1} (unnamed axes 1).
+
+    Raises a ValueError naming the valid axes and the device count when the spec is malformed, names
+    an unknown or repeated axis, or its product is not `device_count` (default: all devices).
+    """
+    count = jax.device_count() if device_count is None else device_count
+    usage = (
+        f"--mesh takes AXIS=SIZE pairs separated by commas over the axes {', '.join(AXES)} (unnamed axes "
+        f"are 1; their product must be the {count} devices present), e.g. data=2,fsdp={max(count // 2, 1)}, "
+        "or 'auto'"
+    )
+    sizes = dict.fromkeys(AXES, 1)
+    named = set()
+    for item in (spec or "").split(","):
+        name, sep, raw = item.strip().partition("=")
+        if not sep or not raw.strip().isdigit() or int(raw) < 1:
+            raise ValueError(f"mesh {spec!r}: {item.strip()!r} is not AXIS=SIZE with SIZE >= 1; {usage}")
+        name = name.strip()
+        if name not in sizes:
+            raise ValueError(f"mesh {spec!r}: unknown axis {name!r}; {usage}")
+        if name in named:
+            raise ValueError(f"mesh {spec!r}: axis {name!r} is given twice; {usage}")
+        named.add(name)
+        sizes[name] = int(raw)
+    total = int(np.prod(list(sizes.values())))
+    if total != count:
+        raise ValueError(
+            f"mesh {spec!r} spans {total} devices but this machine has {count} device(s); {usage}"
+        )
+    return sizes
+
+
+def format_mesh(sizes) -> str:
+    """{"data": 2, "fsdp": 4, ...} (or a Mesh) -> 'data=2,fsdp=4,context=1,tensor=1'."""
+    sizes = dict(sizes.shape) if isinstance(sizes, Mesh) else dict(sizes)
+    return ",".join(f"{a}={sizes.get(a, 1)}" for a in AXES)
+
+
+def replicated(tree, mesh: Mesh):
+    """Every array of `tree` replicated on every device of `mesh`."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def spread_spec(shape: tuple[int, ...], mesh: Mesh) -> P:
+    """A leaf's largest dimension divisible by the whole mesh's size sharded over all its axes
+    (replicated when none divides): plain FSDP for models without a layout of their own."""
+    n = int(np.prod(list(mesh.shape.values())))
+    for i in sorted(range(len(shape)), key=lambda i: -shape[i]):
+        if n > 1 and shape[i] % n == 0:
+            return P(*([None] * i), tuple(mesh.axis_names))
+    return P()
+
+
+def spread(tree, mesh: Mesh):
+    """`tree` placed with `spread_spec` per leaf (the text encoder when it is too big to replicate)."""
+    return jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, spread_spec(a.shape, mesh))), tree)
+
+
 def axis_size(name: str) -> int:
     """Size of mesh axis `name` in the active mesh (1 without a mesh or without that axis)."""
     mesh = jax.sharding.get_abstract_mesh()

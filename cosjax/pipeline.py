@@ -22,20 +22,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from cosjax import preprocess
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
 from cosjax.outputs import VIDEO_QUALITY, to_uint8
+from cosjax.parallel import replicated, spread
 from cosjax.paths import staged_file, user_path
+from cosjax.sampling.build import build_sampler
 from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
-from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
+from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
 from cosjax.text import TextEncoder
 from cosjax.weights.store import LoadedDiT, load_dit
 from cosjax.weights.vae_keys import load_vae
 
 log = logging.getLogger(__name__)
+# On a mesh, the VAE and the text encoder are replicated when their parameters take at most this many
+# bytes, and sharded over every device otherwise (see `Pipeline.from_pretrained`).
+REPLICATE_LIMIT_BYTES = 2**30
 
 SAMPLING_PRESETS = ("official", "vbvr")
 VBVR_SEED = 1
@@ -156,6 +162,7 @@ class Pipeline:
       text_encoder: a callable `prompts -> [B, L, text_dim]` embeddings, or None.
       preset: the sampling preset ("official" or "vbvr"); it also picks the first-frame
         preprocessing (`cosjax.preprocess`).
+      mesh: the device mesh the model was placed on (None: one device).
     """
 
     dit: LoadedDiT
@@ -164,6 +171,7 @@ class Pipeline:
     vae: Any = None
     text_encoder: Any = None
     preset: str = "official"
+    mesh: Mesh | None = None
 
     @classmethod
     def from_pretrained(
@@ -175,6 +183,7 @@ class Pipeline:
         text_encoder: str | Path | None = None,
         cache_dir: str | Path | None = None,
         allow_nonfinite: bool = False,
+        mesh: Mesh | None = None,
     ) -> Pipeline:
         """Loads the DiT at `path` (a converted folder or PyTorch weights) with sampling preset `preset`.
 
@@ -193,11 +202,22 @@ class Pipeline:
             them. Without one, prompts must come as embeddings.
           cache_dir: on-disk prompt-embedding cache of the text encoder (None: no cache).
           allow_nonfinite: load weights holding NaN or inf (by default refused, naming key and file).
+          mesh: place the model on this device mesh (`cosjax.parallel.make_mesh`); None: one device.
+            Every DiT expert is restored straight into its `param_shardings` (a converted folder:
+            each host reads only its shards; PyTorch weights: leaf by leaf). The VAE (Wan2.1 VAE:
+            127M parameters, 0.5 GB in float32) is replicated: it is small, and replicated weights
+            make its convolutions run without communication on whatever device holds the latents.
+            The text encoder is replicated when its parameters fit in `REPLICATE_LIMIT_BYTES`
+            (1 GiB) and otherwise sharded over all devices (`cosjax.parallel.spread`: umT5-XXL is
+            5.7B parameters, 11.4 GB in bf16, which does not fit a 16 GB v5e chip beside the experts'
+            shards; sharded it takes 1/N of each device). It is not offloaded to host memory: it
+            runs once per distinct prompt (and not at all on a cache hit), and sharding costs less
+            than moving 11 GB per call.
         """
         if preset not in SAMPLING_PRESETS:
             raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
         path = user_path(path)
-        dit = load_dit(path, dtype=dtype, allow_nonfinite=allow_nonfinite)
+        dit = load_dit(path, dtype=dtype, allow_nonfinite=allow_nonfinite, mesh=mesh)
         model = match_model(dit.config)
         vae_path = user_path(vae) if vae is not None else default_vae_path(path, model)
         loaded_vae = VAE.load(vae_path, allow_nonfinite) if vae_path is not None else None
@@ -211,13 +231,19 @@ class Pipeline:
             else None
         )
         settings = sampler_settings(model, preset, len(dit.experts))
-        return cls(dit, model, settings, vae=loaded_vae, text_encoder=encoder, preset=preset)
+        if mesh is not None:
+            if loaded_vae is not None:
+                loaded_vae.params = replicated(loaded_vae.params, mesh)
+            if encoder is not None:
+                encoder.params = place_component(encoder.params, mesh)
+        return cls(dit, model, settings, vae=loaded_vae, text_encoder=encoder, preset=preset, mesh=mesh)
 
     def sampler(self, **overrides) -> Sampler:
-        """The pure sampling function `(cond, key, plan=None) -> Result`; `overrides` replace fields of
-        the preset's SamplerSettings (steps, shift, guide_scale, boundary, grid, solver)."""
+        """The pure sampling function `(cond, key, plan=None) -> Result` (`build_sampler`: the
+        checkpoint's dtype, the platform's attention, the pipeline's mesh); `overrides` replace fields
+        of the preset's SamplerSettings (steps, shift, guide_scale, boundary, grid, solver)."""
         settings = dataclasses.replace(self.settings, **overrides)
-        return make_sampler(self.dit.config, self.dit.experts, settings, dtype=self.dit.dtype)
+        return build_sampler(self.dit, settings, mesh=self.mesh)
 
     def condition(
         self,
@@ -303,7 +329,7 @@ class Pipeline:
         elif cfg_dit.model_type == "ti2v" and pixels is not None:
             first_frame = self._vae().encode(jnp.asarray(pixels)[None, :, None])
         initial = jnp.asarray(reference_noise(shape, seed)) if noise == "reference" else None
-        return Conditioning(
+        cond = Conditioning(
             context=context,
             negative=negative,
             y=y,
@@ -311,6 +337,8 @@ class Pipeline:
             noise=initial,
             latent_shape=shape,
         )
+        # on a mesh, no input may stay committed to one device when it meets the sampler's program
+        return cond if self.mesh is None else replicated(cond, self.mesh)
 
     def check_memory(
         self, frames: int, height: int, width: int, mesh=None, device_bytes: int | None = None
@@ -321,6 +349,7 @@ class Pipeline:
         none, so on CPU nothing is checked unless it is given."""
         from cosjax.models.attention import default_backend
 
+        mesh = self.mesh if mesh is None else mesh
         plan = plan_memory(
             self.dit.config,
             len(self.dit.experts),
@@ -377,3 +406,11 @@ class Pipeline:
         if self.vae is None:
             raise ValueError("this pipeline has no VAE loaded; image conditioning and decoding need one")
         return self.vae
+
+
+def place_component(params, mesh: Mesh, limit: int = REPLICATE_LIMIT_BYTES):
+    """A VAE's or text encoder's parameters on `mesh`: replicated when they take at most `limit`
+    bytes, otherwise sharded over every device (`cosjax.parallel.spread`)."""
+    size = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
+    return replicated(params, mesh) if size <= limit else spread(params, mesh)
+

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from cosjax.paths import user_path
@@ -49,6 +50,9 @@ class PipelineSubject:
     model: a folder `cosjax convert` wrote from a whole repo (DiT experts, VAE, text encoder).
     data: "vbvr-bench:PATH".
     preset: sampling preset of `Pipeline.from_pretrained` ("vbvr" = 50 Euler steps, shift 5, CFG 5).
+
+    The bench is scanned and the DiT's metadata read at once; the weights are loaded by `load(mesh)`
+    (or on first use, on one device), so that `--mesh auto` can plan from the cases first.
     """
 
     kind = "pipeline"
@@ -56,22 +60,44 @@ class PipelineSubject:
 
     def __init__(self, model: str | Path, data: str = "", preset: str = "vbvr", **pipeline_kwargs):
         from cosjax.data.vbvr_bench import inspect_bench
-        from cosjax.pipeline import Pipeline
+        from cosjax.pipeline import SAMPLING_PRESETS, match_model, sampler_settings
+        from cosjax.weights.store import peek_dit
 
         kind, root = parse_data(data)
         if kind != "vbvr-bench":
             raise ValueError(f"a Wan checkpoint runs on --data vbvr-bench:PATH, got {data!r}")
+        if preset not in SAMPLING_PRESETS:
+            raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
         self.bench_root = user_path(root)
         self.index = inspect_bench(self.bench_root)  # reports a malformed folder before any loading
         self.samples = self.index.samples
-        self.path, self.preset = user_path(model), preset
-        self.pipe = Pipeline.from_pretrained(self.path, preset=preset, **pipeline_kwargs)
-        if self.pipe.vae is None:
-            raise ValueError(f"{model} has no VAE; experiments decode videos (pass a converted repo folder)")
+        self.path, self.preset, self.pipeline_kwargs = user_path(model), preset, pipeline_kwargs
+        self._config, experts, self.dtype = peek_dit(self.path, pipeline_kwargs.get("dtype"))
+        self.num_experts = len(experts)
+        self.model = match_model(self._config)
+        self.defaults = sampler_settings(self.model, preset, self.num_experts)
+        self.mesh, self._pipe = None, None
+
+    def load(self, mesh=None) -> None:
+        """Loads the pipeline (experts restored into their shardings on `mesh`; None: one device)."""
+        from cosjax.pipeline import Pipeline
+
+        pipe = Pipeline.from_pretrained(self.path, preset=self.preset, mesh=mesh, **self.pipeline_kwargs)
+        if pipe.vae is None:
+            raise ValueError(
+                f"{self.path} has no VAE; experiments decode videos (pass a converted repo folder)"
+            )
+        self.mesh, self._pipe = mesh, pipe
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            self.load(self.mesh)
+        return self._pipe
 
     @property
     def config(self):
-        return self.pipe.dit.config
+        return self._config
 
     @property
     def num_layers(self) -> int:
@@ -89,12 +115,34 @@ class PipelineSubject:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if "guide_scale" in overrides and not isinstance(overrides["guide_scale"], tuple | list):
             overrides["guide_scale"] = (float(overrides["guide_scale"]),) * 2
-        return dataclasses.replace(self.pipe.settings, **overrides)
+        return dataclasses.replace(self.defaults, **overrides)
 
     def sampler(self, **overrides) -> Sampler:
-        from cosjax.sampling.sampler import make_sampler
+        """`build_sampler` of the loaded experts: the checkpoint's dtype, the platform's attention,
+        the subject's mesh."""
+        from cosjax.sampling.build import build_sampler
 
-        return make_sampler(self.pipe.dit.config, self.pipe.dit.experts, self.settings(**overrides))
+        return build_sampler(self.pipe.dit, self.settings(**overrides), mesh=self.mesh)
+
+    def memory_inputs(self, cases: Sequence[CaseRef], settings: SamplerSettings) -> dict:
+        """`cosjax.memory.choose_mesh` keywords for the largest of `cases` (one video per run)."""
+        from cosjax.models.attention import default_backend
+
+        frames, height, width = max((self.size(c) for c in cases), key=lambda s: s[0] * s[1] * s[2])
+        return dict(
+            config=self.config,
+            num_experts=self.num_experts,
+            frames=frames,
+            height=height,
+            width=width,
+            param_dtype=self.dtype,
+            compute_dtype=self.dtype,
+            cfg=max(settings.guide_scale) != 1.0,
+            attention="xla" if default_backend() == "xla" else "flash",
+            vae_stride=self.model.vae_stride,
+            solver=settings.solver,
+            platform="cpu" if jax.default_backend() == "cpu" else "accelerator",
+        )
 
     def cases(self, spec: str, per_group: int | None, seed0: int = 0) -> list[CaseRef]:
         """The first `per_group` listed samples (None = all) of every task, on disk (`bench_cases`)."""

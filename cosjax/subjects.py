@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.paths import user_path
-from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings, make_sampler
+from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
 
 EMBEDDED_MODEL = Path(__file__).parent / "assets" / "toy"
 SPLITS = ("in_domain", "held_out")
@@ -86,6 +86,15 @@ class ToySubject:
         self.stride = int(self.meta.get("stride", 1))
         self.scale = float(self.meta.get("scale", 1.0))
         self.defaults = dict(self.meta["sampling"])
+        self.mesh = None
+
+    def load(self, mesh=None) -> None:
+        """Places the (already loaded) experts on `mesh` (None: leave them where they are)."""
+        from cosjax.sampling.build import place_experts
+
+        if mesh is not None:
+            self.dit = dataclasses.replace(self.dit, experts=place_experts(self.dit.experts, mesh))
+        self.mesh = mesh
 
     @property
     def config(self):
@@ -112,7 +121,30 @@ class ToySubject:
         )
 
     def sampler(self, **overrides) -> Sampler:
-        return make_sampler(self.dit.config, self.dit.experts, self.settings(**overrides))
+        """`build_sampler` of the toy DiT (its dtype, the platform's attention, the subject's mesh)."""
+        from cosjax.sampling.build import build_sampler
+
+        return build_sampler(self.dit, self.settings(**overrides), mesh=self.mesh)
+
+    def memory_inputs(self, cases: Sequence[CaseRef], settings: SamplerSettings, batch: int = 1) -> dict:
+        """`cosjax.memory.choose_mesh` keywords for a batch of `batch` cases: the toy's latents are
+        [B, C, F', H', W'] already, so the planner sees that grid with stride 1."""
+        cond = self.condition(cases[:1], settings)
+        _, _, frames, height, width = cond.latent_shape
+        return dict(
+            config=self.config,
+            num_experts=len(self.dit.experts),
+            frames=frames,
+            height=height,
+            width=width,
+            param_dtype=self.dit.dtype,
+            compute_dtype=self.dit.dtype,
+            cfg=self.cfg(settings),
+            batch=batch,
+            vae_stride=(1, 1, 1),
+            solver=settings.solver,
+            platform="cpu" if jax.default_backend() == "cpu" else "accelerator",
+        )
 
     def cfg(self, settings: SamplerSettings) -> bool:
         return max(settings.guide_scale) != 1.0

@@ -181,9 +181,52 @@ def _coerce(raw: str, hint: Any, name: str) -> Any:
         raise ValueError(f"{name}={raw!r} is not a {getattr(hint, '__name__', hint)}") from e
 
 
+# The device mesh of the runs started in this context: None (one device), a spec string
+# ("data=2,fsdp=4", "auto") or a `jax.sharding.Mesh`; set by `cosjax run --mesh` (see `using_mesh`).
+_MESH: contextvars.ContextVar[Any] = contextvars.ContextVar("cosjax_run_mesh", default=None)
+
+
+@contextlib.contextmanager
+def using_mesh(mesh):
+    """Experiments started in this block run on `mesh` (a spec such as "data=2,fsdp=2,context=2",
+    "auto", a Mesh, or None): `prepare` resolves it (`resolve_mesh`) and loads the model onto it."""
+    token = _MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _MESH.reset(token)
+
+
+def resolve_mesh(spec, subject, cases: Sequence[CaseRef], settings: SamplerSettings, batch: int = 1):
+    """The Mesh of a run (None without one).
+
+    "auto": `cosjax.memory.choose_mesh` for the devices present (their memory limit; CPU devices
+    report none), the subject's model and the largest of `cases` with CFG as `settings` say; prints
+    its plan (process 0) and raises, naming the fix, when nothing fits. A spec string: that mesh
+    (`cosjax.parallel.parse_mesh`), checked against the device memory when it is known.
+    """
+    from cosjax.memory import check_fits, choose_mesh, describe_choice, plan_memory
+    from cosjax.parallel import is_main_process, make_mesh, parse_mesh
+
+    if spec is None or isinstance(spec, jax.sharding.Mesh):
+        return spec
+    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    inputs = subject.memory_inputs(cases, settings, **({"batch": batch} if subject.kind == "toy" else {}))
+    if spec.strip() == "auto":
+        plan = choose_mesh(device_count=jax.device_count(), device_bytes=limit, **inputs)
+        if is_main_process():
+            print(describe_choice(plan, limit), flush=True)
+        return make_mesh(**plan.mesh_shape)
+    sizes = parse_mesh(spec)
+    if limit:
+        check_fits(plan_memory(mesh_shape=sizes, **inputs), limit)
+    return make_mesh(**sizes)
+
+
 @dataclasses.dataclass
 class Setup:
-    """A prepared run: subject, settings, cases, output folder and TensorBoard writer."""
+    """A prepared run: subject, settings, cases, output folder and TensorBoard writer; `mesh` the
+    devices it samples on (None: one device)."""
 
     name: str
     config: Any
@@ -192,6 +235,7 @@ class Setup:
     cases: list[CaseRef]
     folder: RunFolder
     writer: Writer
+    mesh: Any = None
 
     @property
     def by_id(self) -> dict[str, CaseRef]:
@@ -212,30 +256,30 @@ def _sampler_overrides(config) -> dict:
     return {k: getattr(config, k) for k in ("steps", "shift", "guide_scale", "solver")}
 
 
-_RUN_MESH: contextvars.ContextVar = contextvars.ContextVar("cosjax_run_mesh", default=None)
-
-
-@contextlib.contextmanager
-def run_mesh(mesh):
-    """Experiments prepared within this block run on `mesh` (a `cosjax.parallel.make_mesh` over
-    all devices of every process); each work group uses its rows (`cosjax.hosts`)."""
-    token = _RUN_MESH.set(mesh)
-    try:
-        yield
-    finally:
-        _RUN_MESH.reset(token)
+run_mesh = using_mesh  # the name the pod branch gave it
 
 
 def prepare(
     name: str, config, model: str | None, out: str | Path | None, mesh=None, **subject_kwargs
 ) -> Setup:
-    """Loads the subject and cases, validates every setting (`config.validate`), then checks/stores
-    the config in the run folder and opens TensorBoard: a bad setting leaves `out` untouched.
+    """Loads the subject and cases, validates every setting (`config.validate`), loads the model
+    onto the run's mesh, then checks/stores the config in the run folder and opens TensorBoard: a
+    bad setting or mesh leaves `out` untouched.
 
-    `mesh` (default: the one `run_mesh` set, else none) is split into work groups; the subject is
-    placed on this process's group's sub-mesh, and the group's lead logs its cases.
+    `mesh` (default: the one `using_mesh` set, else none; a spec, "auto" or a Mesh, see
+    `resolve_mesh`) is split into work groups; the subject is placed on this process's group's
+    sub-mesh, and the group's lead logs its cases.
     """
-    group = work_group(mesh if mesh is not None else _RUN_MESH.get())
+    subject = load_subject(model, config.data, **subject_kwargs)
+    settings = subject.settings(**_sampler_overrides(config))
+    config.validate(subject, settings)  # every setting, before the run folder is claimed
+    _, _, spec = config.data.partition(":")
+    cases = subject.cases(spec, config.cases, config.seed0)
+    if not cases:
+        raise ValueError(f"data {config.data!r} gave no cases")
+    spec = mesh if mesh is not None else _MESH.get()
+    full = resolve_mesh(spec, subject, cases, settings, batch=min(config.batch_size, len(cases)))
+    group = work_group(full)
     if group.spans_processes:
         shape = dict(group.mesh.shape)
         raise ValueError(
@@ -245,15 +289,7 @@ def prepare(
             f"that fsdp x context x tensor divides the {jax.local_device_count()} devices of one host "
             "(e.g. --mesh data=N,fsdp=<local devices>)"
         )
-    if group.mesh is not None:
-        subject_kwargs["mesh"] = group.mesh
-    subject = load_subject(model, config.data, **subject_kwargs)
-    settings = subject.settings(**_sampler_overrides(config))
-    config.validate(subject, settings)  # every setting, before the run folder is claimed
-    _, _, spec = config.data.partition(":")
-    cases = subject.cases(spec, config.cases, config.seed0)
-    if not cases:
-        raise ValueError(f"data {config.data!r} gave no cases")
+    subject.load(group.mesh)
     out = user_path(out if out is not None else Path("runs") / name)
     record = {
         "experiment": name,
@@ -265,7 +301,7 @@ def prepare(
     writer = Writer(out / "tb", active=folder.writes)
     if folder.owner:
         writer.text("config", f"```\n{json.dumps(folder.config, indent=2)}\n```")
-    return Setup(name, config, subject, settings, cases, folder, writer)
+    return Setup(name, config, subject, settings, cases, folder, writer, group.mesh)
 
 
 def condition(setup: Setup, cases: Sequence[CaseRef]) -> Conditioning:

@@ -184,8 +184,8 @@ SHARDED_MESHES = ({"fsdp": 8}, {"fsdp": 2, "context": 4}, {"data": 2, "context":
 SHARDED_CASE = (_dit(512, 4, 4), 13, 256, 256)  # L = 1024 tokens, CFG batch 2, float32
 
 
-def _sharded_report() -> list[dict]:
-    """Compiles the forward under each of SHARDED_MESHES (8 fake CPU devices); per-device bytes."""
+def _sharded_report(meshes=SHARDED_MESHES) -> list[dict]:
+    """Compiles the forward under each of `meshes` (8 fake CPU devices); per-device bytes."""
     from jax.sharding import PartitionSpec as P
 
     from cosjax.parallel import make_mesh, param_shardings
@@ -194,7 +194,7 @@ def _sharded_report() -> list[dict]:
     grid = latent_grid(frames, height, width, (4, 8, 8))
     module = WanDiT(config)
     rows = []
-    for sizes in SHARDED_MESHES:
+    for sizes in meshes:
         full = {a: sizes.get(a, 1) for a in AXES}
         mesh = make_mesh(**full, devices=jax.devices()[: int(np.prod(list(full.values())))])
         params = abstract_params(config)
@@ -240,5 +240,5 @@ def test_sharded_per_device_bytes():
         assert 1.0 <= ratio <= 1.35
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--sharded"]:
-    print(json.dumps(_sharded_report()))
+if __name__ == "__main__" and sys.argv[1:2] == ["--sharded"]:  # optional JSON list of meshes
+    print(json.dumps(_sharded_report(json.loads(sys.argv[2]) if sys.argv[2:] else SHARDED_MESHES)))

@@ -114,6 +114,22 @@ def load_dit(
     return LoadedDiT(first.config, experts, source.boundary, jnp.dtype(np_dtype))
 
 
+def peek_dit(path: str | Path, dtype: str | None = None) -> tuple[DiTConfig, tuple[str, ...], jnp.dtype]:
+    """(config, expert names, parameter dtype `load_dit` would give) without reading any weights
+    (a converted folder's metadata, or a PyTorch checkpoint's headers); paths as `load_dit` takes them."""
+    path = user_path(path)
+    if (path / METADATA_FILE).is_file():
+        meta = json.loads((path / METADATA_FILE).read_text())
+        config, names, stored = DiTConfig.from_dict(meta["config"]), tuple(meta["experts"]), meta["dtype"]
+    else:
+        what = f"holds no {METADATA_FILE} (not a converted folder); a PyTorch checkpoint"
+        fix = "convert it (cosjax convert) and load the converted folder from there, or copy it locally"
+        source = open_checkpoint(require_local(path, what, fix))
+        config, names = source.experts[0].config, tuple(e.name for e in source.experts)
+        stored = source.experts[0].tensors["patch_embedding.weight"].dtype.name
+    return config, names, jnp.dtype(numpy_dtype(dtype or stored))
+
+
 def _shardings(config: DiTConfig, mesh: Mesh | None):
     return None if mesh is None else param_shardings(abstract_params(config), mesh)
 
