@@ -210,7 +210,7 @@ def resolve_mesh(spec, subject, cases: Sequence[CaseRef], settings: SamplerSetti
 
     if spec is None or isinstance(spec, jax.sharding.Mesh):
         return spec
-    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
     inputs = subject.memory_inputs(cases, settings, **({"batch": batch} if subject.kind == "toy" else {}))
     if spec.strip() == "auto":
         plan = choose_mesh(device_count=jax.device_count(), device_bytes=limit, **inputs)
