@@ -12,9 +12,8 @@ explicitly).
 
 With a mesh, the experts are placed with `cosjax.parallel.param_shardings` (a no-op when they were
 restored into those shardings) and the returned `MeshSampler` traces under the mesh: the model's
-`constrain` calls take effect (the sequence over `context`, heads over `tensor`; the batch is not
-split over `data`, whose rows are the run's replicas), `ensemble` gives its seeds the `data` axis,
-and every output array
+`constrain` calls take effect (the batch, i.e. the CFG pair, over `data`, the sequence over
+`context`, heads over `tensor`), `ensemble` gives its seeds the `data` axis, and every output array
 is replicated on the mesh at the end of the program, so host code (`np.asarray`, the VAE, writers)
 reads whole arrays on every process without a separate gather. Inputs must not be committed to one
 device (`Pipeline.condition` places its conditioning on the mesh; uncommitted arrays are fine).
@@ -30,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cosjax.models.attention import default_backend
-from cosjax.parallel import batch_axis, param_shardings
+from cosjax.parallel import param_shardings
 from cosjax.plan import Plan
 from cosjax.sampling.sampler import Conditioning, Result, Sampler, SamplerSettings, make_sampler
 from cosjax.weights.store import LoadedDiT
@@ -51,10 +50,7 @@ class MeshSampler(Sampler):
         if self.mesh is None:
             return super().__call__(cond, key, plan)
         replicated = NamedSharding(self.mesh, P())
-        # The batch is not split over `data` inside the program: a run's data rows are its
-        # data-parallel replicas (`cosjax.hosts` deals the cases to them), and a case must compute
-        # the same numbers whichever replica, and however many processes, computes it.
-        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh), batch_axis(None):
+        with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
             result = super().__call__(cond, key, plan)
             return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, replicated), result)
 
