@@ -678,6 +678,7 @@ def choose_mesh(
     width: int,
     device_count: int,
     device_bytes: int | None,
+    hosts: int = 1,
     **kwargs,
 ) -> MemoryPlan:
     """The plan of the mesh over all `device_count` devices that fits `device_bytes` per device with the
@@ -685,10 +686,21 @@ def choose_mesh(
     `frames` x `height` x `width` video (the largest a run will make). `kwargs` go to `plan_memory`
     (dtypes, cfg, batch, attention, vae_stride, solver, platform).
 
+    `hosts > 1` (a multi-host slice, `device_count / hosts` devices each): a run's replicas must each
+    lie within one host (`cosjax.hosts`), and `data` rows on different hosts split the case list
+    rather than the batch, so the mesh is chosen for one host's devices and the plan returned is that
+    host's (its per-device figures hold on every host); the run's mesh is `global_mesh_shape(plan,
+    hosts)`, i.e. that plan's `data` times `hosts`.
+
     `device_bytes=None` (CPU devices report no limit): every runnable mesh fits; communication decides.
     Raises a ValueError when no mesh fits, with the closest plan's breakdown and the changes that
     would make it fit (`check_fits`: more devices, flash attention, bfloat16, a smaller video, ...).
     """
+    if hosts > 1:
+        if device_count % hosts:
+            raise ValueError(f"{device_count} devices do not split evenly over {hosts} hosts")
+        per_host = device_count // hosts
+        return choose_mesh(config, num_experts, frames, height, width, per_host, device_bytes, **kwargs)
     cfg_on = kwargs.get("cfg", True)
     max_data = kwargs.get("batch", 1) * (2 if cfg_on else 1)
     plans = []
@@ -722,14 +734,24 @@ def choose_mesh(
     return min(fitting, key=lambda p: (communication_bytes(p), p.total))
 
 
-def _mesh_text(plan: MemoryPlan) -> str:
-    return ",".join(f"{a}={plan.mesh_shape[a]}" for a in MESH_AXES)
+def global_mesh_shape(plan: MemoryPlan, hosts: int = 1) -> dict[str, int]:
+    """The run's mesh for a plan `choose_mesh(..., hosts=hosts)` made for one host: `data` x hosts."""
+    shape = {a: int(plan.mesh_shape[a]) for a in MESH_AXES}
+    shape["data"] *= hosts
+    return shape
 
 
-def describe_choice(plan: MemoryPlan, device_bytes: int | None) -> str:
+def _mesh_text(plan: MemoryPlan, hosts: int = 1) -> str:
+    shape = global_mesh_shape(plan, hosts)
+    return ",".join(f"{a}={shape[a]}" for a in MESH_AXES)
+
+
+def describe_choice(plan: MemoryPlan, device_bytes: int | None, hosts: int = 1) -> str:
     """What `--mesh auto` prints: the mesh, its communication per forward, and the memory plan."""
     budget = "no device memory limit known" if device_bytes is None else f"{device_bytes / GiB:.1f} GiB"
+    per_host = f"; one replica set per host x {hosts} hosts" if hosts > 1 else ""
     return (
-        f"--mesh auto: {_mesh_text(plan)} ({plan.total / GiB:.2f} GiB per device of {budget}; "
+        f"--mesh auto: {_mesh_text(plan, hosts)}{per_host} "
+        f"({plan.total / GiB:.2f} GiB per device of {budget}; "
         f"{communication_bytes(plan) / GiB:.2f} GiB sent per device per DiT forward)\n{plan.summary()}"
     )

@@ -201,11 +201,12 @@ def resolve_mesh(spec, subject, cases: Sequence[CaseRef], settings: SamplerSetti
     """The Mesh of a run (None without one).
 
     "auto": `cosjax.memory.choose_mesh` for the devices present (their memory limit; CPU devices
-    report none), the subject's model and the largest of `cases` with CFG as `settings` say; prints
+    report none), the subject's model and the largest of `cases` with CFG as `settings` say (on a
+    multi-host run: for one host's devices, each host then holding whole replicas); prints
     its plan (process 0) and raises, naming the fix, when nothing fits. A spec string: that mesh
     (`cosjax.parallel.parse_mesh`), checked against the device memory when it is known.
     """
-    from cosjax.memory import check_fits, choose_mesh, describe_choice, plan_memory
+    from cosjax.memory import check_fits, choose_mesh, describe_choice, global_mesh_shape, plan_memory
     from cosjax.parallel import is_main_process, make_mesh, parse_mesh
 
     if spec is None or isinstance(spec, jax.sharding.Mesh):
@@ -213,10 +214,11 @@ def resolve_mesh(spec, subject, cases: Sequence[CaseRef], settings: SamplerSetti
     limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
     inputs = subject.memory_inputs(cases, settings, **({"batch": batch} if subject.kind == "toy" else {}))
     if spec.strip() == "auto":
-        plan = choose_mesh(device_count=jax.device_count(), device_bytes=limit, **inputs)
+        hosts = jax.process_count()
+        plan = choose_mesh(device_count=jax.device_count(), device_bytes=limit, hosts=hosts, **inputs)
         if is_main_process():
-            print(describe_choice(plan, limit), flush=True)
-        return make_mesh(**plan.mesh_shape)
+            print(describe_choice(plan, limit, hosts), flush=True)
+        return make_mesh(**global_mesh_shape(plan, hosts))
     sizes = parse_mesh(spec)
     if limit:
         check_fits(plan_memory(mesh_shape=sizes, **inputs), limit)

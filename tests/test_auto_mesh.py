@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from cosjax.configs import get_preset
-from cosjax.memory import GiB, choose_mesh, communication_bytes, mesh_candidates, plan_memory
+from cosjax.memory import (
+    GiB,
+    choose_mesh,
+    communication_bytes,
+    global_mesh_shape,
+    mesh_candidates,
+    plan_memory,
+)
 from cosjax.parallel import parse_mesh
 
 REPO = Path(__file__).parent.parent
@@ -36,6 +43,23 @@ def test_choice_is_the_least_communication_mesh_that_fits():
         for m in mesh_candidates(16, 40, 2)
         if m["context"] > 1
     )
+
+
+def test_multi_host_choice_keeps_each_replica_on_one_host():
+    """v6e-16 as 4 hosts x 4 chips: the plan is one host's (a replica never spans hosts, and data rows
+    on different hosts split cases, not the CFG pair); the run's mesh multiplies its data by 4."""
+    budget = 32 * GiB
+    plan = choose_mesh(A14B.dit, 2, 81, 480, 832, 16, budget, hosts=4, **TPU)
+    assert plan == choose_mesh(A14B.dit, 2, 81, 480, 832, 4, budget, **TPU)
+    shape = global_mesh_shape(plan, 4)
+    assert shape["data"] == 4 * plan.mesh_shape["data"]
+    assert shape["fsdp"] * shape["context"] * shape["tensor"] <= 4  # one replica within 4 chips
+    assert plan.total <= budget and plan.batch_per_device == 2  # the CFG pair whole on every host
+    # from the chip count alone the planner would pick a replica of 8 chips, spanning two hosts
+    alone = choose_mesh(A14B.dit, 2, 81, 480, 832, 16, budget, **TPU)
+    assert alone.devices // alone.mesh_shape["data"] > 4
+    with pytest.raises(ValueError, match="do not split evenly over 3 hosts"):
+        choose_mesh(A14B.dit, 2, 81, 480, 832, 16, budget, hosts=3, **TPU)
 
 
 def test_refuses_with_the_fix_named():
