@@ -181,7 +181,7 @@ def test_experiments_start_every_case_from_the_reference_noise():
             )
 
     config = SimpleNamespace(noise="reference", seed=VBVR_SEED)
-    setup = SimpleNamespace(subject=Subject(), settings=None, config=config)
+    setup = SimpleNamespace(subject=Subject(), settings=None, config=config, group=SimpleNamespace(mesh=None))
     cases = [SimpleNamespace(id="a"), SimpleNamespace(id="b")]
     cond = common.condition(setup, cases)
     want = torch.randn(SHAPE, generator=torch.Generator("cpu").manual_seed(1), dtype=torch.float32).numpy()
