@@ -22,8 +22,7 @@ import json
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,37 +156,3 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
-
-
-def replicate(tree, mesh: Mesh):
-    """Arrays identical on every process of `mesh` (host or device values) -> replicated over it.
-
-    Conditioning committed to one device (an encoder's output) would meet parameters committed to
-    the mesh inside a `jit` ("incompatible devices"); placed here, it takes the mesh's devices. A
-    mesh spanning processes takes only global arrays: those are built from the host values (typed
-    PRNG keys travel as their key data).
-    """
-    sharding = NamedSharding(mesh, P())
-    if sharding.is_fully_addressable:
-        return jax.device_put(tree, sharding)
-
-    def one(x):
-        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-        value = np.asarray(x)
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-    return jax.tree.map(one, tree)
-
-
-def replicated_outputs(sampler, mesh: Mesh):
-    """`sampler` with every output (latents, traces, buffers) replicated over `mesh`, so each
-    process reads whole arrays with `np.asarray` (an output sharded over devices of other
-    processes cannot be read without an all-gather)."""
-    sharding = NamedSharding(mesh, P())
-
-    def fn(cond, key, plan):
-        result = sampler.fn(cond, key, plan)
-        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), result)
-
-    return sampler.wrap(fn)

@@ -89,8 +89,25 @@ def format_mesh(sizes) -> str:
 
 
 def replicated(tree, mesh: Mesh):
-    """Every array of `tree` replicated on every device of `mesh`."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Every array of `tree` (identical on every process of `mesh`; host or device values) replicated
+    on every device of `mesh`.
+
+    Conditioning committed to one device (an encoder's output) would meet parameters committed to
+    the mesh inside a `jit` ("incompatible devices"); placed here, it takes the mesh's devices. A
+    mesh spanning processes takes only global arrays: those are built from the host values (typed
+    PRNG keys travel as their key data).
+    """
+    sharding = NamedSharding(mesh, P())
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        value = np.asarray(x)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(one, tree)
 
 
 def spread_spec(shape: tuple[int, ...], mesh: Mesh) -> P:

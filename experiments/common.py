@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cosjax.hosts import WorkGroup, replicate, replicated_outputs, work_group
+from cosjax.hosts import WorkGroup, work_group
 from cosjax.logging import Writer
-from cosjax.parallel import is_main_process
+from cosjax.parallel import is_main_process, replicated
 from cosjax.paths import user_path
 from cosjax.runs import RunFolder, write_atomic
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
@@ -248,17 +248,14 @@ class Setup:
         return self.folder.group
 
     def sampler(self):
-        """The subject's sampler; on a mesh its outputs are replicated over the group's devices, so
-        every process of the group reads whole arrays."""
-        sampler = self.subject.sampler(**_sampler_overrides(self.config))
-        return sampler if self.group.mesh is None else replicated_outputs(sampler, self.group.mesh)
+        """The subject's sampler (on the group's mesh, a `MeshSampler`: its outputs come replicated
+        over the group's devices, so every process of the group reads whole arrays)."""
+        return self.subject.sampler(**_sampler_overrides(self.config))
 
 
 def _sampler_overrides(config) -> dict:
     return {k: getattr(config, k) for k in ("steps", "shift", "guide_scale", "solver")}
 
-
-run_mesh = using_mesh  # the name the pod branch gave it
 
 
 def prepare(
@@ -320,13 +317,13 @@ def condition(setup: Setup, cases: Sequence[CaseRef]) -> Conditioning:
     else:
         raise ValueError(f"config noise={source!r}: use 'jax' or 'reference' (CLI: noise=reference)")
     cond = cond.replace(noise=noise)
-    return cond if setup.group.mesh is None else replicate(cond, setup.group.mesh)
+    return cond if setup.group.mesh is None else replicated(cond, setup.group.mesh)
 
 
 def batch_key(setup: Setup, cases: Sequence[CaseRef]) -> jax.Array:
     """The key of a batch (fresh noise of perturbations, ensemble seeds): the first case's key."""
     key = jax.random.fold_in(key_for(cases[0], setup.config.seed), 1)
-    return key if setup.group.mesh is None else replicate(key, setup.group.mesh)
+    return key if setup.group.mesh is None else replicated(key, setup.group.mesh)
 
 
 def score_videos(setup: Setup, cases: Sequence[CaseRef], videos: np.ndarray) -> list[float | None]:

@@ -99,14 +99,14 @@ def kill(procs) -> None:
         p.wait(timeout=30)
 
 
-def finish(procs) -> list[str]:
+def finish(procs, returncode: int = 0) -> list[str]:
     """Waits for every process (bounded); their stderr. Kills all of them on failure."""
     try:
         logs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
     finally:
         kill(procs)
     for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-3000:]
+        assert p.returncode == returncode, log[-3000:]
     return logs
 
 
@@ -196,12 +196,7 @@ def test_unshared_folder_is_refused(tmp_path):
         )
         cmd = [sys.executable, "-m", "cosjax.cli", *COMMAND, "--out", str(tmp_path / f"host{i}"), *SETTINGS]
         procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True))
-    try:
-        logs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
-    finally:
-        kill(procs)
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 2, log[-3000:]
+    for log in finish(procs, returncode=2):
         assert "is not shared: process(es) [1]" in log and "gs://" in log, log[-3000:]
         assert not COMPUTED.search(log)
     assert not (tmp_path / "host1" / "cases").exists()
