@@ -4,6 +4,7 @@ superpositions, the threshold sweep, commit step on hand-made sequences, the pai
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -128,3 +129,18 @@ def test_paired_bootstrap_gain():
         P.paired_bootstrap_gain([1.0, 2.0], [1.0])
     with pytest.raises(ValueError):
         P.paired_bootstrap_gain([], [])
+
+
+def test_trajectory_measures():
+    case, a, b = routes_frames(5)
+    blank = case.first_frame.astype(np.float32)
+    steps = np.stack([blank, 0.5 * a + 0.5 * b, 0.3 * a + 0.7 * b, 0.9 * a + 0.1 * b, a])
+    scores = [maze_routes.score(case, s) for s in steps]
+    out = P.trajectory_measures(steps, case, scores)
+    assert out["candidates"] == [0, 2, 2, 1, 1]
+    assert out["answer"] == [-1, -1, 1, 0, 0]  # switched from route 1 to route 0
+    assert out["solved"] == [False, False, False, True, True] and out["commit_step"] == 3
+    assert out["sweep"][0.25] == out["candidates"] and out["sweep"][0.75] == [0, 0, 0, 1, 1]
+    json.dumps(out)
+    with pytest.raises(ValueError, match="scores"):
+        P.trajectory_measures(steps, case, scores[:2])

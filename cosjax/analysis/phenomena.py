@@ -162,3 +162,33 @@ def paired_bootstrap_gain(plain, ensemble, n: int = 10000, seed: int = 0, level:
     means = diff[idx].mean(1)
     low, high = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return Gain(float(diff.mean()), float(low), float(high), int(diff.size))
+
+
+THRESHOLDS = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75)
+
+
+def trajectory_measures(
+    x0_steps, case, scores, success: float = 0.5, thresholds=THRESHOLDS, frame: int = -1
+) -> dict:
+    """Everything above for one case's sampling trajectory, JSON-able (what an experiment records).
+
+    x0_steps: [S, F, H, W, 3] x0-hat videos per step (or [S, H, W, 3] frames), uint8 or float 0..255;
+    scores: float [S], the family scorer's score of each step's x0-hat (the caller scores, so this
+    module stays free of family dispatch). Returns "candidates" int [S] at THRESHOLD, "sweep"
+    {threshold: int [S]}, "answer" int [S] (`shown_answer` at 0.5), "solved" bool [S] (score >=
+    success with the final answer), and "commit_step" (`commit_step` of "solved"; S = never).
+    """
+    scores = np.asarray(scores, np.float64)
+    strength = answer_strength_steps(x0_steps, case, frame)  # [S, A]
+    if scores.shape != (strength.shape[0],):
+        raise ValueError(f"expected {strength.shape[0]} scores, got shape {scores.shape}")
+    present = strength >= 0.5
+    answer = np.where(present.sum(1) == 1, present.argmax(1), -1)
+    solved = with_final_answer(scores >= success, answer)
+    return {
+        "candidates": (strength >= THRESHOLD).sum(1).tolist(),
+        "sweep": {float(t): (strength >= t).sum(1).tolist() for t in thresholds},
+        "answer": answer.tolist(),
+        "solved": solved.tolist(),
+        "commit_step": commit_step(solved),
+    }
