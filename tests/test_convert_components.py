@@ -17,11 +17,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import torch
-from conftest import make_reference, save_official
-from test_t5_parity import official_state
-from test_text import make_encoder, write_tokenizer
-from test_vae_parity import save_official_vae
+from helpers.layouts import official_t5_state
+from helpers.tokenizer import vocab_size, write_tokenizer
+from helpers.torch_refs import (
+    VAE_Z,
+    make_encoder,
+    make_reference,
+    make_vae,
+    save_official,
+    save_official_vae,
+    torch,
+)
 
 import cosjax as cj
 from cosjax.cli import main as cli_main
@@ -34,49 +40,11 @@ from cosjax.weights.safetensors_io import CheckpointError
 from cosjax.weights.t5_keys import config_from_hf, load_t5
 from cosjax.weights.vae_keys import load_vae
 
-Z = 16  # the I2V DiT's latent channels (in_channels 36 = 16 + 4 mask + 16 image latents)
 IMAGE = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-
-
-def make_vae(seed: int = 0):
-    """A tiny Wan2.1-style `AutoencoderKLWan` (z_dim 16, stride 4x8x8) with random weights (float32)."""
-    from diffusers import AutoencoderKLWan
-
-    gen = torch.Generator().manual_seed(seed)
-    model = AutoencoderKLWan(
-        base_dim=8,
-        z_dim=Z,
-        dim_mult=[1, 2, 2, 2],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=(0.5 * torch.randn(Z, generator=gen)).tolist(),
-        latents_std=(0.5 + torch.rand(Z, generator=gen)).tolist(),
-    ).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.2 * noise if "gamma" in name else 0.2 * noise)
-    return model
 
 
 def vae_config(model) -> VAEConfig:
     return VAEConfig.from_diffusers(dict(model.config))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A tiny Diffusers-layout Wan2.2 I2V A14B repo with every component."""
-    root = tmp_path_factory.mktemp("components") / "repo"
-    make_reference(in_channels=36, out_channels=16, seed=1).save_pretrained(root / "transformer")
-    make_reference(in_channels=36, out_channels=16, seed=2).save_pretrained(root / "transformer_2")
-    make_vae().save_pretrained(root / "vae")
-    write_tokenizer(root / "tokenizer")
-    vocab = json.loads((root / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
-    make_encoder(len(vocab), seed=0).save_pretrained(root / "text_encoder")
-    (root / "model_index.json").write_text(
-        json.dumps({"_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.9})
-    )
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -155,15 +123,14 @@ def test_official_repo_root(tmp_path, monkeypatch, capsys):
     under its z_dim, the encoder's as umt5-xxl).
     """
     vae_model = make_vae(seed=4)
-    monkeypatch.setitem(vae_keys.OFFICIAL_CONFIGS, Z, vae_config(vae_model))
+    monkeypatch.setitem(vae_keys.OFFICIAL_CONFIGS, VAE_Z, vae_config(vae_model))
     root = save_official(make_reference(in_channels=36, out_channels=16, seed=3), tmp_path / "official")
     pth = save_official_vae(vae_model, root / "Wan2.1_VAE.pth")
     write_tokenizer(root / "google" / "umt5-xxl")
-    vocab = json.loads((root / "google" / "umt5-xxl" / "tokenizer.json").read_text())["model"]["vocab"]
-    encoder = make_encoder(len(vocab), seed=5)
+    encoder = make_encoder(vocab_size(root / "google" / "umt5-xxl"), seed=5)
     monkeypatch.setattr(t5_keys, "UMT5_XXL", config_from_hf(encoder.config.to_dict(), "tiny"))
     t5_pth = root / "models_t5_umt5-xxl-enc-bf16.pth"
-    torch.save({k: v.bfloat16() for k, v in official_state(encoder.state_dict()).items()}, t5_pth)
+    torch.save({k: v.bfloat16() for k, v in official_t5_state(encoder.state_dict()).items()}, t5_pth)
 
     assert cli_main(["convert", str(root), str(tmp_path / "out"), "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -268,7 +235,7 @@ def test_failure_while_writing_a_component_leaves_nothing(src, tmp_path, monkeyp
 def test_pipeline_picks_up_the_official_root_vae(tmp_path, monkeypatch):
     """`Pipeline.from_pretrained` on an official repo root (no `vae/`) loads its `Wan2.1_VAE.pth`."""
     vae_model = make_vae(seed=6)
-    monkeypatch.setitem(vae_keys.OFFICIAL_CONFIGS, Z, vae_config(vae_model))
+    monkeypatch.setitem(vae_keys.OFFICIAL_CONFIGS, VAE_Z, vae_config(vae_model))
     root = save_official(make_reference(in_channels=36, out_channels=16, seed=3), tmp_path / "official")
     assert Pipeline.from_pretrained(root).vae is None  # nothing to pick up yet
     pth = save_official_vae(vae_model, root / "Wan2.1_VAE.pth")

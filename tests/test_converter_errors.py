@@ -7,8 +7,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
-import torch
-from conftest import make_reference, save_official
+from helpers.torch_refs import make_reference, save_official, torch
 from safetensors.torch import load_file, save_file
 
 import cosjax as cj

@@ -14,8 +14,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from conftest import make_reference, relative_error, save_official
+from helpers.numerics import relative_error
+from helpers.torch_refs import make_reference, save_official, torch
 
 import cosjax as cj
 

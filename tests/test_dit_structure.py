@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_reference, save_official
 from flax import struct
 
 import cosjax as cj
@@ -75,6 +74,8 @@ def test_plan_is_data_inside_the_layer_scan():
 
 
 def test_direct_pytorch_load_equals_converted(tmp_path):
+    from helpers.torch_refs import make_reference, save_official
+
     model = make_reference(in_channels=36, out_channels=16, seed=3)
     save_official(model, tmp_path / "src")
     cj.convert_checkpoint(tmp_path / "src", tmp_path / "out", dtype="float32", progress=False)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_vbvr_bench
-from test_convert_components import repo  # noqa: F401  (fixture)
 from test_vbvr_bench import make_bench
 
 import cosjax as cj
@@ -22,7 +21,7 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def model(repo):  # noqa: F811
+def model(repo):
     return str(cj.convert_checkpoint(repo, repo.parent / "converted-exp", dtype="float32", progress=False))
 
 

@@ -8,8 +8,8 @@ check must accept them against our parameter tree's shapes from `jax.eval_shape`
 from __future__ import annotations
 
 import pytest
-import torch
-from conftest import official_key
+from helpers.layouts import official_key
+from helpers.torch_refs import torch
 
 import cosjax as cj
 from cosjax.weights.convert import check_keys, leaf_shapes

@@ -25,8 +25,9 @@ from types import SimpleNamespace
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from conftest import make_reference, official_key, relative_error, save_official
+from helpers.layouts import official_key
+from helpers.numerics import relative_error
+from helpers.torch_refs import make_reference, save_official, torch
 from safetensors.torch import save_file
 
 import cosjax as cj

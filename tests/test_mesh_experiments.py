@@ -29,7 +29,6 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import test_vbvr_bench
-from test_convert_components import repo  # noqa: F401  (fixture)
 from test_vbvr_bench import make_bench
 
 import cosjax as cj
@@ -44,7 +43,7 @@ ATOL, RTOL = 0.02, 0.02
 
 
 @pytest.fixture(scope="module")
-def model(repo):  # noqa: F811
+def model(repo):
     return str(cj.convert_checkpoint(repo, repo.parent / "converted-bf16", dtype="bfloat16", progress=False))
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import make_reference, save_official
-from test_convert_components import repo  # noqa: F401  (fixture)
 from test_vbvr_bench import make_bench
 
 import cosjax as cj
@@ -67,7 +65,7 @@ def test_pipeline_from_a_relative_path(tiny_model, monkeypatch):
     assert_same_params(pipe.dit.params, params)
 
 
-def test_cli_run_with_relative_model_data_and_out(repo, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_cli_run_with_relative_model_data_and_out(repo, tmp_path, monkeypatch, capsys):
     cj.convert_checkpoint(repo, tmp_path / "ckpt" / "wan", dtype="float32", progress=False)
     make_bench(tmp_path / "VBVR-Bench-Data")
     monkeypatch.chdir(tmp_path)
@@ -141,6 +139,8 @@ def test_save_toy_replaces_only_its_own_folder(toy_parts, tmp_path):
 
 @pytest.fixture
 def pytorch_src(tmp_path) -> Path:
+    from helpers.torch_refs import make_reference, save_official
+
     return save_official(make_reference(seed=1), tmp_path / "ckpt_src" / "model")
 
 
@@ -314,7 +314,7 @@ def test_user_path_keeps_urls_and_makes_local_paths_absolute(tmp_path, monkeypat
         user_path("ftp://host/x")
 
 
-def test_run_reads_model_and_bench_from_gs_and_writes_results_there(repo, tmp_path, bucket):  # noqa: F811
+def test_run_reads_model_and_bench_from_gs_and_writes_results_there(repo, tmp_path, bucket):
     import shutil
 
     cj.convert_checkpoint(repo, tmp_path / "local" / "wan", dtype="float32", progress=False)

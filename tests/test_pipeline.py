@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_reference, save_official
 
 import cosjax as cj
 from cosjax.pipeline import WAN_NEGATIVE_PROMPT, Pipeline, check_frames
@@ -31,6 +30,8 @@ class PoolVAE:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A converted tiny two-expert I2V checkpoint."""
+    from helpers.torch_refs import make_reference, save_official
+
     root = tmp_path_factory.mktemp("i2v")
     save_official(make_reference(in_channels=36, out_channels=16, seed=1), root / "src" / "high_noise_model")
     save_official(make_reference(in_channels=36, out_channels=16, seed=2), root / "src" / "low_noise_model")
@@ -115,14 +116,10 @@ def test_bad_inputs(pipe, caplog):
 
 
 def test_prompts_go_through_the_text_encoder(ckpt, tmp_path):
-    import json
-
-    from test_text import make_encoder, write_tokenizer
+    from helpers.torch_refs import write_text_encoder
 
     repo = tmp_path / "repo"
-    write_tokenizer(repo / "tokenizer")
-    vocab = json.loads((repo / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
-    make_encoder(len(vocab), seed=0).save_pretrained(repo / "text_encoder")
+    write_text_encoder(repo / "tokenizer", repo / "text_encoder", seed=0)
     loaded = Pipeline.from_pretrained(ckpt, preset="vbvr", text_encoder=repo, cache_dir=tmp_path / "cache")
     assert loaded.text_encoder is not None
     with_vae = Pipeline(

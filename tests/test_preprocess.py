@@ -104,7 +104,7 @@ def test_official_sizes_from_max_area():
 def test_pipeline_conditions_by_preset(tmp_path):
     """Pipeline.condition: vbvr takes a 70x50 image to 80x64 (PIL bicubic), official sizes it from
     max_area and resizes with torch's bicubic."""
-    from conftest import make_reference, save_official
+    from helpers.torch_refs import make_reference, save_official
     from test_pipeline import PoolVAE
 
     import cosjax as cj

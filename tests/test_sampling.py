@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from conftest import make_reference, relative_error
+from helpers.numerics import relative_error
+from helpers.torch_refs import make_reference, torch
 
 import cosjax as cj
 from cosjax.pipeline import Pipeline

@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from conftest import relative_error
+from helpers.layouts import official_t5_state
+from helpers.numerics import relative_error
+from helpers.torch_refs import torch
 from safetensors.torch import load_file, save_file
 
 from cosjax.models import t5
@@ -37,33 +38,6 @@ TINY_CONFIG = t5.T5Config(**TINY)
 LENGTHS = (5, 9, 12)
 SEQ = 12
 TOL = 1e-5
-
-# transformers -> official Wan names (wan22.md section 7), as ordered substring replacements.
-HF_TO_OFFICIAL = [
-    ("shared.weight", "token_embedding.weight"),
-    ("encoder.final_layer_norm.weight", "norm.weight"),
-    ("encoder.block.", "blocks."),
-    (".layer.0.layer_norm.", ".norm1."),
-    (".layer.0.SelfAttention.relative_attention_bias.", ".pos_embedding.embedding."),
-    (".layer.0.SelfAttention.", ".attn."),
-    (".layer.1.layer_norm.", ".norm2."),
-    (".layer.1.DenseReluDense.wi_0.", ".ffn.gate.0."),
-    (".layer.1.DenseReluDense.wi_1.", ".ffn.fc1."),
-    (".layer.1.DenseReluDense.wo.", ".ffn.fc2."),
-]
-TIED_ALIAS = "encoder.embed_tokens.weight"
-
-
-def official_state(state: dict) -> dict:
-    """A transformers state dict renamed to the official layout (the tied alias dropped)."""
-    out = {}
-    for key, value in state.items():
-        if key == TIED_ALIAS:
-            continue
-        for old, new in HF_TO_OFFICIAL:
-            key = key.replace(old, new)
-        out[key] = value
-    return out
 
 
 def hf_config(**overrides):
@@ -194,7 +168,7 @@ def test_sharded_folder_and_repo_root(reference, hf_loaded, tmp_path):
 
 def test_official_pth_gives_the_same_output(reference, hf_loaded, batch, tmp_path):
     path = tmp_path / "models_t5_umt5-xxl-enc-bf16.pth"
-    torch.save(official_state(reference.state_dict()), path)
+    torch.save(official_t5_state(reference.state_dict()), path)
     config, params = load_t5(path, TINY_CONFIG)
     _assert_same_tree(params, hf_loaded[1])
     ids, mask = batch
@@ -208,7 +182,7 @@ def test_bfloat16_official_pth(reference, batch, tmp_path):
     no larger than transformers' own bf16 run (both against float32 on the same bf16 weights)."""
     bf16 = copy.deepcopy(reference).bfloat16()
     path = tmp_path / "enc-bf16.pth"
-    torch.save(official_state(bf16.state_dict()), path)
+    torch.save(official_t5_state(bf16.state_dict()), path)
     _, params = load_t5(path, TINY_CONFIG)
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
     ids, mask = batch
@@ -269,7 +243,7 @@ def test_bad_hf_checkpoint_names_key_and_file(hf_dir, tmp_path, kind):
 
 
 def test_bad_official_checkpoint_names_key_and_file(reference, tmp_path):
-    state = official_state(reference.state_dict())
+    state = official_t5_state(reference.state_dict())
     del state["blocks.0.ffn.gate.0.weight"]
     path = tmp_path / "enc.pth"
     torch.save(state, path)
@@ -298,7 +272,7 @@ def test_full_size_key_coverage_on_meta_device():
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     plan = check_keys(t5.UMT5_XXL, "hf", shapes)
     assert sum(len(keys) for _, keys in plan) == len(shapes) - 1  # the tied alias is accepted, not read
-    official = official_state(shapes)
+    official = official_t5_state(shapes)
     check_keys(t5.UMT5_XXL, "official", official)
     n_params = sum(int(np.prod(s)) for s in official.values())
     print(f"\numT5-XXL encoder: {len(official)} official tensors, {n_params / 1e9:.3f} B parameters")

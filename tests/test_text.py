@@ -13,17 +13,15 @@ Tolerance: float32 relative error <= 1e-5 per prompt on its real rows (same reas
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-import torch
-from conftest import relative_error
-from test_t5_parity import official_state
+from helpers.layouts import official_t5_state
+from helpers.numerics import relative_error
+from helpers.tokenizer import write_tokenizer
 
 from cosjax import text
 from cosjax.models import t5
@@ -33,8 +31,6 @@ regex = pytest.importorskip("regex")
 
 TEXT_LEN = t5.TEXT_LEN
 TOL = 1e-5
-WORDS = ("a", "the", "cat", "dog", "on", "red", "mat", "car", "café", "fine", "jerry", "tom")
-CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:'\"&<>/!?-é"
 LONG = " ".join(["the red cat sat on a mat, and a dog drove the car."] * 60)  # > 700 tokens
 PROMPTS = [
     "A red cat on the mat.",
@@ -50,69 +46,16 @@ def reference_clean(s: str) -> str:
     return regex.sub(r"\s+", " ", s).strip()
 
 
-def write_tokenizer(folder: Path) -> Path:
-    """A tiny umT5-like tokenizer.json (+ tokenizer_config.json for AutoTokenizer) in `folder`."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
-    vocab += [(c, -5.0) for c in CHARS] + [(f"▁{w}", -2.0) for w in WORDS]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    tok.post_processor = processors.TemplateProcessing(
-        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "T5Tokenizer",
-        "eos_token": "</s>",
-        "pad_token": "<pad>",
-        "unk_token": "<unk>",
-        "extra_ids": 0,
-        "model_max_length": TEXT_LEN,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return folder
-
-
-def make_encoder(vocab_size: int, seed: int):
-    """Tiny float32 UMT5EncoderModel with non-zero random weights (RMSNorm weights around 1)."""
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    config = UMT5Config(
-        vocab_size=vocab_size,
-        d_model=32,
-        d_kv=8,
-        num_heads=4,
-        d_ff=48,
-        num_layers=2,
-        feed_forward_proj="gated-gelu",
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        layer_norm_epsilon=1e-6,
-    )
-    model = UMT5EncoderModel(config).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(
-                1.0 + 0.2 * noise if "norm" in name else noise if name == "shared.weight" else 0.3 * noise
-            )
-    return model
-
-
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory):
     """Two Diffusers-style repo folders (same tokenizer, different weights) and their models."""
+    from helpers.torch_refs import write_text_encoder
+
     root = tmp_path_factory.mktemp("text")
     out = {}
     for name, seed in (("a", 0), ("b", 1)):
         folder = root / name
-        write_tokenizer(folder / "tokenizer")
-        vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
-        model = make_encoder(len(vocab), seed)
-        model.save_pretrained(folder / "text_encoder")
+        model = write_text_encoder(folder / "tokenizer", folder / "text_encoder", seed)
         out[name] = (folder, model)
     return out
 
@@ -145,6 +88,8 @@ def hf_tokenize(tokenizer, prompts):
 
 def hf_context(model, ids, mask) -> np.ndarray:
     """transformers' encoder output, each row trimmed to its length and zero-padded (Wan's context)."""
+    from helpers.torch_refs import torch
+
     with torch.no_grad():
         hidden = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask))
     hidden = hidden.last_hidden_state.numpy()
@@ -260,9 +205,11 @@ def test_encoder_matches_transformers(repos, hf_tokenizers):
 
 def test_official_layout(repos, tmp_path):
     """`google/umt5-xxl/` + `models_t5_umt5-xxl-enc-bf16.pth` (official names) give the same context."""
+    from helpers.torch_refs import torch
+
     folder, model = repos["a"]
     write_tokenizer(tmp_path / "google" / "umt5-xxl")
-    torch.save(official_state(model.state_dict()), tmp_path / text.OFFICIAL_WEIGHTS)
+    torch.save(official_t5_state(model.state_dict()), tmp_path / text.OFFICIAL_WEIGHTS)
     diffusers = text.TextEncoder.from_pretrained(folder)
     official = text.TextEncoder.from_pretrained(tmp_path, config=diffusers.config)
     prompts = PROMPTS[:3]

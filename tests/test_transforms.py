@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import relative_error
+from helpers.numerics import relative_error
 
 import cosjax as cj
 from cosjax import transforms as T

@@ -2,7 +2,7 @@
 
 Diffusers `AutoencoderKLWan` is instantiated with each real config on the `meta` device (shapes only,
 no memory). Its state-dict keys and shapes, as they are (Diffusers layout) and renamed to the official
-`Wan2.x_VAE.pth` names (the test's own rename, `test_vae_parity.official_vae_key`), must pass our key
+`Wan2.x_VAE.pth` names (the test's own rename, `helpers.layouts.official_vae_key`), must pass our key
 check against the parameter shapes of `jax.eval_shape` (`abstract_params`), key for key.
 """
 
@@ -12,8 +12,8 @@ import math
 
 import jax
 import pytest
-import torch
-from test_vae_parity import official_vae_key
+from helpers.layouts import official_vae_key
+from helpers.torch_refs import torch
 
 from cosjax.models.vae import VAEConfig, abstract_params
 from cosjax.weights.safetensors_io import CheckpointError

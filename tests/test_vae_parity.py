@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from conftest import relative_error
+from helpers.layouts import official_vae_key
+from helpers.numerics import relative_error
+from helpers.torch_refs import save_official_vae, torch
 from safetensors.torch import load_file, save_file
 
 from cosjax.models import vae
@@ -218,55 +219,7 @@ def test_config_errors(saved21, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Official `.pth` layout.
-#
-# The inverse of the published official -> Diffusers VAE rename (wan22.md 6.4, `convert_vae` /
-# `convert_vae_22` of Diffusers' conversion script), written here as regex rewrites of Diffusers keys,
-# independently of `cosjax.weights.vae_keys.official_key` (which walks our parameter tree).
-_OFFICIAL_PARTS = [  # inside residual blocks, then the fixed names
-    (r"\.norm1\.", ".residual.0."),
-    (r"\.conv1\.", ".residual.2."),
-    (r"\.norm2\.", ".residual.3."),
-    (r"\.conv2\.", ".residual.6."),
-    (r"\.conv_shortcut\.", ".shortcut."),
-    (r"^quant_conv\.", "conv1."),
-    (r"^post_quant_conv\.", "conv2."),
-    (r"^(encoder|decoder)\.conv_in\.", r"\1.conv1."),
-    (r"^(encoder|decoder)\.norm_out\.", r"\1.head.0."),
-    (r"^(encoder|decoder)\.conv_out\.", r"\1.head.2."),
-    (r"\.mid_block\.resnets\.0\.", ".middle.0."),
-    (r"\.mid_block\.attentions\.0\.", ".middle.1."),
-    (r"\.mid_block\.resnets\.1\.", ".middle.2."),
-]
-
-
-def official_vae_key(key: str, num_res_blocks: int, is_residual: bool) -> str:
-    """A Diffusers `AutoencoderKLWan` key -> its name in `Wan2.1_VAE.pth` / `Wan2.2_VAE.pth`."""
-    n = num_res_blocks
-    for old, new in _OFFICIAL_PARTS:
-        key = re.sub(old, new, key)
-    if is_residual:  # Wan2.2: one Sequential per level
-        key = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.downsamples.\1.downsamples.", key)
-        key = re.sub(
-            r"^encoder\.down_blocks\.(\d+)\.downsampler\.", rf"encoder.downsamples.\1.downsamples.{n}.", key
-        )
-        key = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.", r"decoder.upsamples.\1.upsamples.", key)
-        key = re.sub(
-            r"^decoder\.up_blocks\.(\d+)\.upsampler\.", rf"decoder.upsamples.\1.upsamples.{n + 1}.", key
-        )
-    else:  # Wan2.1: flat Sequentials; a decoder level is n + 1 residual blocks and a resampler
-        key = re.sub(r"^encoder\.down_blocks\.", "encoder.downsamples.", key)
-        key = re.sub(
-            r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
-            lambda m: f"decoder.upsamples.{int(m[1]) * (n + 2) + int(m[2])}.",
-            key,
-        )
-        key = re.sub(
-            r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-            lambda m: f"decoder.upsamples.{int(m[1]) * (n + 2) + n + 1}.",
-            key,
-        )
-    return key
+# Official `.pth` layout (the test suite's own rename: `helpers.layouts.official_vae_key`).
 
 
 def test_official_rename_matches_published_examples():
@@ -308,17 +261,6 @@ def test_official_rename_matches_published_examples():
     ]
     for diffusers, official in examples22:
         assert official_vae_key(diffusers, 2, True) == official
-
-
-def save_official_vae(model, path, legacy: bool = False):
-    """Writes `model`'s state dict under official key names with `torch.save` (a plain state dict)."""
-    cfg = model.config
-    state = {
-        official_vae_key(k, cfg.num_res_blocks, cfg.is_residual): v for k, v in model.state_dict().items()
-    }
-    assert len(state) == len(model.state_dict())
-    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
-    return path
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

@@ -15,8 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import torch
-from conftest import make_reference, save_official
+from helpers.torch_refs import make_reference, save_official, torch
 from safetensors.torch import load_file, save_file
 
 import cosjax as cj
