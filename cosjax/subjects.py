@@ -2,7 +2,7 @@
 
 An experiment (`experiments/`) is written once against `Subject`; two subjects implement it:
 
-* `ToySubject`: the embedded toy model (or any `cosjax.train.export` folder) on the synthetic
+* `ToySubject`: the embedded toy model (or any toy model folder, `cosjax.toy.model_file`) on the synthetic
   task families of `cosjax.data` (data source "toy", "toy:maze,move", "toy:move@held_out").
   Cases are scored at once by the families' rule-based scorers.
 * `PipelineSubject`: a converted Wan checkpoint (`Pipeline`) on a local VBVR-Bench folder (data
@@ -25,8 +25,8 @@ import numpy as np
 
 from cosjax.paths import user_path
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
+from cosjax.toy.model_file import EMBEDDED_MODEL
 
-EMBEDDED_MODEL = Path(__file__).parent / "assets" / "toy"
 SPLITS = ("in_domain", "held_out")
 
 
@@ -62,10 +62,10 @@ def parse_data(data: str) -> tuple[str, str]:
 
 
 class ToySubject:
-    """The toy model (pixel-derived latents, `cosjax.train`) on the synthetic task families.
+    """The toy model (pixel-derived latents, `cosjax.toy`) on the synthetic task families.
 
     Args:
-      path: a `cosjax.train.export` folder; None = the embedded model shipped in the package.
+      path: a toy model folder (`cosjax.toy.model_file`); None = the embedded model shipped in the package.
       mesh: shard the DiT over this mesh (`cosjax.parallel.shard_params`); None = one device.
     """
 
@@ -74,7 +74,7 @@ class ToySubject:
 
     def __init__(self, path: str | Path | None = None, mesh=None):
         from cosjax.parallel import shard_params
-        from cosjax.train import load_toy
+        from cosjax.toy.model_file import load_toy
 
         self.path = user_path(path) if path is not None else EMBEDDED_MODEL
         self.dit, self.meta, self.table = load_toy(self.path)
@@ -172,7 +172,7 @@ class ToySubject:
 
     def condition(self, cases: Sequence[CaseRef], settings: SamplerSettings) -> Conditioning:
         """A batch of cases -> Conditioning with latent_shape (B, 3, F', H', W') (see `encode_videos`)."""
-        from cosjax.train import latent_frames, toy_conditioning
+        from cosjax.toy.codec import latent_frames, toy_conditioning
 
         first = np.stack([c.source.first_frame for c in cases])
         ids = np.asarray([c.source.prompt_id for c in cases])
@@ -201,7 +201,7 @@ class ToySubject:
 
     def decode(self, latents, cases: Sequence[CaseRef]) -> np.ndarray:
         """float32 [B, 3, F', H', W'] latents -> uint8 videos [B, F, H, W, 3]."""
-        from cosjax.train import decode_latents
+        from cosjax.toy.codec import decode_latents
 
         first = np.stack([c.source.first_frame for c in cases])
         return decode_latents(latents, first, self.space, self.pool, self.stride, self.scale)

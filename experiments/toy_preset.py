@@ -7,9 +7,9 @@ Sweep: every (steps, shift, guide_scale) of `GRID` samples `cases` validation ca
 (in-domain, seeds 50000 + i: disjoint from the training seeds 0..39999 and from the experiments'
 default seeds 100000+). The preset with the highest solved share wins; ties go to the higher mean
 score, then the lower last-frame error (mean |generated - ground truth| / 255), then fewer steps.
-`--write` stores the winner as the model's `sampling` and records a
-reference check in toy.json: the solved count on `REFERENCE_CASES` with that preset, which the test
-suite re-measures.
+`--write` stores the winner as the model's `sampling` and records its reference check in toy.json
+(`cosjax.toy.reference`: the solved count on fixed cases with that preset, which the test suite
+re-measures), atomically (`cosjax.toy.model_file.update_meta`).
 """
 
 from __future__ import annotations
@@ -19,56 +19,15 @@ import itertools
 import json
 import time
 
-import jax
 import numpy as np
 
 from cosjax.data.tasks import FAMILIES, generate
-from cosjax.subjects import CaseRef, ToySubject
+from cosjax.subjects import ToySubject
+from cosjax.toy.model_file import update_meta
+from cosjax.toy.reference import SUCCESS, evaluate, reference_check
 
 GRID = {"steps": (10, 20), "shift": (1.0, 4.0), "guide_scale": (1.0, 3.0)}
 VALIDATION_SEED0 = 50000
-REFERENCE_CASES = {"seed0": 70000, "per_family": 16}
-SUCCESS = 0.5
-
-
-def evaluate(subject: ToySubject, cases, settings: dict, key_seed: int = 0, batch: int = 32):
-    """(scores, last-frame MAEs / 255) of `cosjax.data` cases with `settings` (one key per batch)."""
-    sample = jax.jit(subject.sampler(**settings))
-    resolved = subject.settings(**settings)
-    refs = [CaseRef(f"{c.family}-{c.seed}", c.family, "in_domain", c.family, c) for c in cases]
-    scores, maes = [], []
-    for start in range(0, len(refs), batch):
-        chunk = refs[start : start + batch]
-        cond = subject.condition(chunk, resolved)
-        latents = sample(cond, jax.random.fold_in(jax.random.key(key_seed), start)).latents
-        for ref, video in zip(chunk, subject.decode(latents, chunk), strict=True):
-            scores.append(subject.score(ref, video))
-            maes.append(float(np.abs(video[-1].astype(np.float32) - ref.source.video[-1]).mean()))
-    return scores, maes
-
-
-def solved(subject: ToySubject, cases, settings: dict) -> list[bool]:
-    """Whether each case is solved (score >= 0.5)."""
-    return [s >= SUCCESS for s in evaluate(subject, cases, settings)[0]]
-
-
-def reference_cases():
-    n, seed0 = REFERENCE_CASES["per_family"], REFERENCE_CASES["seed0"]
-    return [generate(name, seed0 + i) for name in sorted(FAMILIES) for i in range(n)]
-
-
-def reference_check(subject: ToySubject, settings: dict) -> dict:
-    """Solved count, mean score and mean last-frame error on `REFERENCE_CASES` with `settings`."""
-    scores, maes = evaluate(subject, reference_cases(), settings)
-    return {
-        **REFERENCE_CASES,
-        "settings": settings,
-        "solved": int(sum(x >= SUCCESS for x in scores)),
-        "of": len(scores),
-        "success": SUCCESS,
-        "mean_score": float(np.mean(scores)),
-        "last_frame_mae": float(np.mean(maes)),
-    }
 
 
 def sweep(model: str | None, cases: int) -> list[dict]:
@@ -110,12 +69,12 @@ def main() -> None:
     if args.write:
         subject = ToySubject(args.model)
         settings = {k: win[k] for k in ("steps", "shift", "guide_scale")}
-        path = subject.path / "toy.json"
-        meta = json.loads(path.read_text())
-        meta["sampling"] = dict(meta["sampling"], **settings)
-        meta["preset_sweep"] = {"grid": GRID, "validation_cases_per_family": args.cases, "rows": rows}
-        meta["reference_check"] = reference_check(subject, settings)
-        path.write_text(json.dumps(meta))
+        meta = update_meta(
+            subject.path,
+            sampling=dict(subject.meta["sampling"], **settings),
+            preset_sweep={"grid": GRID, "validation_cases_per_family": args.cases, "rows": rows},
+            reference_check=reference_check(subject, settings),
+        )
         print("reference check:", meta["reference_check"])
 
 

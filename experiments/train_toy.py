@@ -10,7 +10,7 @@ refused); `--export DIR` writes the EMA weights as a toy model folder when train
 The recipe (`Recipe`, defaults = the shipped model): `per_family` training cases of each family
 (seeds 0 .. per_family - 1, in-domain variants only; evaluation uses seeds >= 50000 and the held-out
 variants), a 4-layer dim-128 DiT (4 heads) with (1, 4, 4) patches on the "delta" latent space pooled
-2x and strided 4x in time (`cosjax.train.encode_videos`: 3 latent frames of 16 x 16, 48 tokens, one
+2x and strided 4x in time (`cosjax.toy.codec.encode_videos`: 3 latent frames of 16 x 16, 48 tokens, one
 token per 8 x 8-pixel cell), latents scaled by 4, training noise levels shifted by 4, changed
 elements weighted 10x in the loss, AdamW at 1e-3 with batch 16 for 18000 steps, EMA 0.999.
 
@@ -38,7 +38,8 @@ import time
 
 import numpy as np
 
-from cosjax.train import TrainConfig, check_export, export, toy_dit_config, train
+from cosjax.toy.config import toy_dit_config
+from cosjax.toy.train import TrainConfig, check_export, export, train
 
 
 @dataclasses.dataclass(frozen=True)

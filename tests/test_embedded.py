@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from cosjax.subjects import EMBEDDED_MODEL, ToySubject
-from experiments.toy_preset import reference_check
+from cosjax.toy.reference import reference_check
 
 
 def test_embedded_model_is_small_and_loads_by_default():

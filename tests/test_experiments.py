@@ -12,7 +12,9 @@ import pytest
 import experiments
 from cosjax.models.dit import init_params
 from cosjax.runs import ConfigMismatchError
-from cosjax.train import prompt_embeddings, save_toy, toy_dit_config
+from cosjax.toy.codec import prompt_embeddings
+from cosjax.toy.config import toy_dit_config
+from cosjax.toy.model_file import save_toy
 
 STEPS = 3
 

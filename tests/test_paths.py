@@ -27,7 +27,9 @@ from cosjax.logging import Writer
 from cosjax.models.dit import init_params
 from cosjax.pipeline import Pipeline
 from cosjax.runs import RunFolder, write_atomic
-from cosjax.train import prompt_embeddings, save_toy, toy_dit_config
+from cosjax.toy.codec import prompt_embeddings
+from cosjax.toy.config import toy_dit_config
+from cosjax.toy.model_file import save_toy
 from cosjax.weights.store import save_dit
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
@@ -343,7 +345,7 @@ def test_run_reads_model_and_bench_from_gs_and_writes_results_there(repo, tmp_pa
 
 def test_toy_model_and_video_through_gs(toy_parts, tmp_path, bucket):
     from cosjax.data.vbvr_bench import count_frames, write_video
-    from cosjax.train import load_toy
+    from cosjax.toy.model_file import load_toy
 
     cfg, params, table = toy_parts
     save_toy(bucket.root / "bucket" / "toy", cfg, params, table, (9, 32, 32))

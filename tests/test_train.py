@@ -9,20 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from cosjax.train import (
-    TrainConfig,
-    batch_indices,
-    decode_latents,
-    encode_videos,
-    export,
-    from_model_space,
-    i2v_condition,
-    load_toy,
-    restore_state,
-    toy_conditioning,
-    toy_dit_config,
-    train,
-)
+from cosjax.toy.codec import decode_latents, encode_videos, from_model_space, i2v_condition, toy_conditioning
+from cosjax.toy.config import toy_dit_config
+from cosjax.toy.model_file import load_toy
+from cosjax.toy.train import TrainConfig, batch_indices, export, restore_state, train
 
 COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [240, 220, 40]], np.uint8)
 
@@ -189,7 +179,8 @@ def test_realistic_toy_throughput(data, tmp_path):
 def test_change_weight_weighs_the_changed_elements(data):
     """With the head zeroed (v = 0) the loss is mean(w (eps - x0)^2), w = change_weight where x0 != 0."""
     from cosjax.models.dit import WanDiT
-    from cosjax.train import flow_matching_loss, init_state, prompt_embeddings
+    from cosjax.toy.codec import prompt_embeddings
+    from cosjax.toy.train import flow_matching_loss, init_state
 
     videos, first_frames, ids = data
     config = dataclasses.replace(TINY, stride=4, scale=4.0, change_weight=10.0, num_prompts=4)

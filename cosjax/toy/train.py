@@ -3,29 +3,7 @@
 This trains the embedded toy model of `DESIGN.md` section 7: same `WanDiT` code as the real
 checkpoints, tiny config, optax, Orbax checkpoints, TensorBoard logging, exact resumption.
 
-Latent layout (what the DiT and the sampler see; `encode_videos` / `decode_latents`):
-  * videos are uint8 [N, F, H, W, 3] (F = 9, H = W = 32 for the toy tasks); x = video / 127.5 - 1
-    in [-1, 1], channels-first [B, 3, F, H, W].
-  * space "pixel": x itself; space "delta" (default): (x - x[:, :, :1]) / 2, the change from the
-    first frame, exactly 0 wherever nothing moves.
-  * pool k / stride t / scale c: the latents are average-pooled k x k, only the keyframes
-    0, t, 2t, ... are kept (t = 4 is Wan's VAE geometry: 9 frames -> 3 latent frames) and the result
-    is multiplied by c (the counterpart of the Wan VAE's latent normalisation); a fixed linear "VAE",
-    decoded by nearest upsampling and linear interpolation between keyframes. The shipped recipe
-    (experiments/train_toy.py) uses k = 2, t = 4, c = 4 with (1, 4, 4) patches: 3 x 4 x 4 = 48 tokens,
-    one per 8 x 8-pixel cell, 48 noise values each.
-  * I2V conditioning `y` [B, 7, F', H', W'] (same structure as Wan's 4 mask + image-latent channels):
-    channels 0-3 the mask, ones on frame 0 and zeros elsewhere (Wan's 4 mask channels stand for the
-    4 video frames packed in one latent frame; here all 4 are the same frame-0 mask, kept so the
-    channel structure matches the real I2V models); channels 4-6 the (pooled) first frame in [-1, 1]
-    on frame 0, zeros on the other frames.
-  * so in_dim = 3 (noisy latent) + 4 + 3 = 10, out_dim = 3, model_type "i2v".
-
-Text: a fixed random embedding per prompt id, float32 [num_prompts, text_len=4, text_dim], drawn
-once from the seed and stored in the workdir and the export. The DiT's own learned text MLP
-(`text_embedding_1/2`) maps them wherever it needs, so a jointly learned table adds nothing for a
-closed set of ids; fixed vectors keep the export simple (the sampler's `context` is a table lookup)
-and cannot collapse onto the CFG null. The null / negative prompt is the all-zeros context.
+The latent codec it trains in is `cosjax.toy.codec`, the folder it exports `cosjax.toy.model_file`.
 
 Loss: rectified flow matching as Wan: x_s = (1 - s) x0 + s eps, target v = eps - x0, the DiT gets
 t = 1000 s; elements where x0 != 0 weigh `change_weight` (see `flow_matching_loss`). s is
@@ -75,44 +53,12 @@ from flax import struct
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, init_params
 from cosjax.parallel import is_main_process
-from cosjax.paths import building, check_destination, require_local, user_path
+from cosjax.paths import check_destination, staged_file
+from cosjax.toy.codec import encode_videos, i2v_condition, latent_frames, prompt_embeddings
+from cosjax.toy.config import check_toy_dit, toy_dit_config
+from cosjax.toy.model_file import TOY_FILE, local_folder, save_toy
 
 Params = Any
-
-MASK_CHANNELS = 4
-IMAGE_CHANNELS = 3
-TOY_FORMAT = "cosjax-pixel-toy"
-TOY_FILE = "toy.json"
-TOY_WEIGHTS = "toy.safetensors"
-
-
-def toy_dit_config(
-    dim: int = 96,
-    num_layers: int = 4,
-    num_heads: int = 2,
-    ffn_dim: int | None = None,
-    patch_size: tuple[int, int, int] = (1, 4, 4),
-    text_dim: int = 32,
-    text_len: int = 4,
-) -> DiTConfig:
-    """The pixel-space I2V DiT: in_dim 10 (3 noisy + 4 mask + 3 first frame), out_dim 3.
-
-    head_dim = dim / num_heads must be even (RoPE); the default 96 / 2 = 48 splits 16/16/16 over
-    frame, row and column.
-    """
-    return DiTConfig(
-        dim=dim,
-        ffn_dim=ffn_dim or 4 * dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        in_dim=IMAGE_CHANNELS + MASK_CHANNELS + IMAGE_CHANNELS,
-        out_dim=IMAGE_CHANNELS,
-        model_type="i2v",
-        patch_size=patch_size,
-        text_len=text_len,
-        text_dim=text_dim,
-        freq_dim=64,
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,16 +117,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        m = self.model
-        if (
-            m.model_type != "i2v"
-            or m.out_dim != IMAGE_CHANNELS
-            or m.in_dim != 2 * IMAGE_CHANNELS + MASK_CHANNELS
-        ):
-            raise ValueError(
-                f"the pixel toy needs an i2v DiT with in_dim 10 and out_dim 3, got {m.model_type} "
-                f"in_dim {m.in_dim} out_dim {m.out_dim}"
-            )
+        check_toy_dit(self.model)
         if self.space not in ("pixel", "delta"):
             raise ValueError(f"space must be 'pixel' or 'delta', got {self.space!r}")
         if self.pool < 1 or self.stride < 1 or not self.scale > 0:
@@ -234,128 +171,6 @@ class TrainResult:
     losses: np.ndarray
     first_step: int
     steps_per_sec: float
-
-
-# ----------------------------------------------------------------------------------------------
-# Layout helpers (shared by training and sampling)
-
-
-def to_model_space(videos) -> jax.Array:
-    """uint8 [B, F, H, W, 3] -> float32 [B, 3, F, H, W] in [-1, 1]."""
-    x = jnp.asarray(videos).astype(jnp.float32) / 127.5 - 1.0
-    return jnp.transpose(x, (0, 4, 1, 2, 3))
-
-
-def from_model_space(x) -> np.ndarray:
-    """float [B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3] (clipped, rounded)."""
-    x = np.asarray(x, np.float32).transpose(0, 2, 3, 4, 1)
-    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def pool_frames(x, pool: int) -> jax.Array:
-    """Average-pools [B, C, F, H, W] by `pool` over H and W -> [B, C, F, H / pool, W / pool]."""
-    if pool == 1:
-        return jnp.asarray(x)
-    b, c, f, h, w = x.shape
-    return jnp.asarray(x).reshape(b, c, f, h // pool, pool, w // pool, pool).mean((4, 6))
-
-
-def latent_frames(frames: int, stride: int = 1) -> int:
-    """Latent frames of a `frames`-frame video at temporal stride `stride` ((frames - 1) % stride == 0)."""
-    if frames < 1 or (frames - 1) % stride:
-        raise ValueError(f"{frames} frames cannot be strided by {stride}: need frames = {stride} k + 1")
-    return (frames - 1) // stride + 1
-
-
-def encode_videos(
-    videos, space: str = "delta", pool: int = 1, stride: int = 1, scale: float = 1.0
-) -> jax.Array:
-    """uint8 [B, F, H, W, 3] videos -> the toy's latents, float32 [B, 3, F', H / pool, W / pool].
-
-    "pixel": `to_model_space`. "delta": (x - x[:, :, :1]) / 2, the change from the first frame in
-    [-1, 1]. The delta space is the toy's stand-in for a VAE: everything the prompt does not move is
-    exactly 0, so the model spends its capacity on what changes instead of re-drawing the scene
-    (a 900-step pixel-space run still blurred the static scene: last-frame MAE 27.9 / 255).
-
-    With pool > 1 the latents are average-pooled pool x pool blocks; with stride > 1 only the
-    keyframes 0, stride, 2 stride, ... are kept (F' = (F - 1) / stride + 1, Wan's VAE geometry for
-    stride 4: 9 frames -> 3 latent frames). Together a fixed linear "VAE", decoded by nearest
-    upsampling and linear interpolation between keyframes. `scale` multiplies the result, the toy's
-    counterpart of the Wan VAE's latent normalisation: the delta of a sparse scene has rms ~0.1, so
-    unscaled nearly every noise level hides it (see experiments/train_toy.py for the measurements).
-    """
-    x = to_model_space(videos)
-    latent_frames(x.shape[2], stride)
-    x = x if space == "pixel" else 0.5 * (x - x[:, :, :1])
-    return scale * pool_frames(x[:, :, ::stride], pool)
-
-
-def decode_latents(
-    latents, first_frames, space: str = "delta", pool: int = 1, stride: int = 1, scale: float = 1.0
-) -> np.ndarray:
-    """Inverse of `encode_videos`: float [B, 3, F', H', W'] -> uint8 [B, (F' - 1) stride + 1, H, W, 3].
-
-    first_frames: uint8 [B, H, W, 3] (only used by the "delta" space). Frames between keyframes are
-    linear interpolations; the keyframes themselves (the last one included) round-trip exactly.
-    """
-    x = np.asarray(latents, np.float32) / scale
-    if stride > 1:
-        f = x.shape[2]
-        pos = np.arange((f - 1) * stride + 1) / stride
-        lo = np.minimum(np.floor(pos).astype(int), f - 1)
-        hi = np.minimum(lo + 1, f - 1)
-        w = (pos - lo).astype(np.float32)[None, None, :, None, None]
-        x = (1.0 - w) * x[:, :, lo] + w * x[:, :, hi]
-    if pool > 1:
-        x = np.repeat(np.repeat(x, pool, axis=3), pool, axis=4)
-    if space == "delta":
-        first = np.asarray(first_frames).astype(np.float32) / 127.5 - 1.0
-        x = 2.0 * x + first.transpose(0, 3, 1, 2)[:, :, None]
-    return from_model_space(x)
-
-
-def i2v_condition(first_frames, num_frames: int, pool: int = 1) -> jax.Array:
-    """The pixel I2V conditioning y: uint8 [B, H, W, 3] first frames -> float32 [B, 7, F, H, W].
-
-    Channels 0-3: ones on frame 0, zeros elsewhere; channels 4-6: the first frame in [-1, 1] on
-    frame 0, zeros on frames 1..F-1.
-    """
-    img = pool_frames(to_model_space(jnp.asarray(first_frames)[:, None]), pool)  # [B, 3, 1, H', W']
-    b, _, _, h, w = img.shape
-    pad = ((0, 0), (0, 0), (0, num_frames - 1), (0, 0), (0, 0))
-    mask = jnp.pad(jnp.ones((b, MASK_CHANNELS, 1, h, w), jnp.float32), pad)
-    return jnp.concatenate([mask, jnp.pad(img, pad)], axis=1)
-
-
-def prompt_embeddings(seed: int, num_prompts: int, text_len: int, text_dim: int) -> np.ndarray:
-    """Fixed random prompt embeddings, float32 [num_prompts, text_len, text_dim], N(0, 1)."""
-    rng = np.random.default_rng([seed, 0x7E47])
-    return rng.standard_normal((num_prompts, text_len, text_dim)).astype(np.float32)
-
-
-def toy_conditioning(first_frames, context, num_frames: int, cfg: bool = True, pool: int = 1):
-    """A `Conditioning` for the sampler in the pixel I2V layout.
-
-    Args:
-      first_frames: uint8 [B, H, W, 3].
-      context: float32 [B, L_txt, text_dim] prompt embeddings (rows of the exported table).
-      num_frames: F, frames to generate (frame 0 included).
-      cfg: add the zeros negative context (the CFG null the model was trained with).
-
-    Returns:
-      Conditioning with latent_shape (B, 3, F, H, W); decode `Result.latents` with `from_model_space`.
-    """
-    from cosjax.sampling.sampler import Conditioning
-
-    context = jnp.asarray(context, jnp.float32)
-    first_frames = np.asarray(first_frames)
-    b, h, w, _ = first_frames.shape
-    return Conditioning(
-        context=context,
-        negative=jnp.zeros_like(context) if cfg else None,
-        y=i2v_condition(first_frames, num_frames, pool),
-        latent_shape=(b, IMAGE_CHANNELS, num_frames, h // pool, w // pool),
-    )
 
 
 def sample_sigmas(key: jax.Array, batch: int, config: TrainConfig) -> jax.Array:
@@ -589,7 +404,7 @@ def train(
     if prompt_ids.max() >= num_prompts:
         raise ValueError(f"prompt id {prompt_ids.max()} >= num_prompts {num_prompts}")
     config = dataclasses.replace(config, num_prompts=num_prompts)
-    workdir = _local(workdir, "the training workdir")
+    workdir = local_folder(workdir, "the training workdir")
     check_destination(workdir, "train_config.json", overwrite=True, what="workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     record = {"train_config": config.to_dict(), "data": {"num_examples": int(len(videos))}}
@@ -605,9 +420,11 @@ def train(
                 f"{config_file} records a different config or data than this call; resume with the same "
                 "config and data, or pass resume=False (deletes its checkpoints) or another workdir"
             )
-    config_file.write_text(json.dumps(record, indent=2))
+    with staged_file(config_file) as tmp:  # atomic: a crash never leaves a truncated record to resume from
+        tmp.write_text(json.dumps(record, indent=2))
     table = prompt_embeddings(config.seed, num_prompts, config.model.text_len, config.model.text_dim)
-    np.save(workdir / "prompt_embeddings.npy", table)
+    with staged_file(workdir / "prompt_embeddings.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, table)
 
     manager = _checkpoint_manager(workdir)
     latest = manager.latest_step() if resume else None
@@ -674,21 +491,17 @@ def train(
 # Export
 
 
-def _local(path: str | Path, what: str) -> Path:
-    return require_local(user_path(path), what, "train and export locally, then copy the folder")
-
-
 def check_export(out_path: str | Path, workdir: str | Path, overwrite: bool = False) -> Path:
     """The export folder (absolute) once `check_destination` allows it: absent, empty, or (with
     `overwrite`) an earlier export; never a folder holding, or inside, the workdir."""
-    out_path = _local(out_path, "the export folder")
+    out_path = local_folder(out_path, "the export folder")
     check_destination(out_path, TOY_FILE, overwrite, sources=[workdir], what="export folder")
     return out_path
 
 
 def restore_state(workdir: str | Path, step: int | None = None) -> tuple[TrainConfig, TrainState]:
     """The run's config and its TrainState at checkpoint `step` (None: the latest)."""
-    workdir = _local(workdir, "the training workdir")
+    workdir = local_folder(workdir, "the training workdir")
     record = json.loads((workdir / "train_config.json").read_text())
     config = TrainConfig.from_dict(record["train_config"])
     manager = _checkpoint_manager(workdir, create=False)
@@ -707,12 +520,9 @@ def export(
 ) -> Path:
     """Writes the EMA weights of the latest checkpoint as a toy model folder (`load_toy` reads it).
 
-    out_path/toy.safetensors: the DiT parameters, float32, keys '/'-joined tree paths
-      ("blocks/ffn_0/kernel"; block leaves stacked on a leading layer axis).
-    out_path/toy.json: the format tag, the DiT config, the training config, the data shape, the
-      latent space ("delta" or "pixel", see `encode_videos`), the recommended sampling settings and
-      the prompt embeddings float32 [num_prompts, text_len, text_dim] as nested lists.
-    Both are written to a temporary folder renamed into place, so a failed export leaves nothing.
+    The folder is `cosjax.toy.model_file`'s (`save_toy`), its toy.json adding the step, the training
+    config and the data record. It is built in a temporary folder renamed into place, so a failed
+    export leaves nothing.
     `sampling` overrides the recommended settings (keys steps, shift, guide_scale, grid, solver).
     `overwrite` replaces an earlier export only (a folder holding toy.json); any other non-empty
     folder, or one that is, holds or lies inside `workdir`, is refused (`check_destination`).
@@ -720,7 +530,10 @@ def export(
     Returns:
       out_path (absolute).
     """
-    workdir, out_path = _local(workdir, "the training workdir"), check_export(out_path, workdir, overwrite)
+    workdir, out_path = (
+        local_folder(workdir, "the training workdir"),
+        check_export(out_path, workdir, overwrite),
+    )
     record = json.loads((workdir / "train_config.json").read_text())
     config, state = restore_state(workdir)
     table = np.load(workdir / "prompt_embeddings.npy")
@@ -728,110 +541,3 @@ def export(
     extra = {"step": int(state.step), "train_config": record["train_config"], "data": record["data"]}
     sampling = {"shift": config.time_shift, **(sampling or {})}
     return save_toy(out_path, config.model, state.ema, table, (f, h, w), sampling, extra, **config.latent)
-
-
-def save_toy(
-    out_path: str | Path,
-    model: DiTConfig,
-    params: Params,
-    table: np.ndarray,
-    video_shape: tuple[int, int, int],
-    sampling: dict | None = None,
-    extra: dict | None = None,
-    *,
-    space: str = "delta",
-    pool: int = 1,
-    stride: int = 1,
-    scale: float = 1.0,
-) -> Path:
-    """Writes a toy model folder (see `export`) from parameters, atomically.
-
-    `out_path` must be absent, an empty folder, or an earlier toy folder (holding toy.json), which is
-    replaced only once the new one is complete; anything else is refused (`check_destination`).
-
-    Args:
-      model: the DiT config (in_dim 10, out_dim 3, "i2v").
-      params: its parameter tree (cast to float32).
-      table: float32 [num_prompts, text_len, text_dim] prompt embeddings.
-      video_shape: (frames, height, width) the model generates.
-      sampling: recommended sampling settings (defaults: 20 Euler steps on the DiffSynth grid,
-        shift 3, guidance 3).
-      extra: more JSON-able metadata (training step, config, data fingerprint).
-      space, pool, stride, scale: the latent space (see `encode_videos`).
-    """
-    from flax import traverse_util
-    from safetensors.numpy import save_file
-
-    out_path = _local(out_path, "the toy model folder")
-    check_destination(out_path, TOY_FILE, overwrite=True, what="toy model folder")
-    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-    f, h, w = video_shape
-    meta = {
-        "format": TOY_FORMAT,
-        "version": 2,
-        **(extra or {}),
-        "dit_config": model.to_dict(),
-        "video_shape": {"frames": f, "height": h, "width": w, "channels": IMAGE_CHANNELS},
-        "space": space,
-        "pool": pool,
-        "stride": stride,
-        "scale": scale,
-        "layout": {
-            "x": "float32 [B, 3, F', H', W']: encode_videos(video, space, pool, stride, scale)",
-            "y": "float32 [B, 7, F', H', W']: 4 mask channels (ones on frame 0) + first frame on frame 0",
-            "context": "prompt_embeddings[prompt_id]: float32 [B, text_len, text_dim]",
-            "negative": "zeros like context (the CFG null used in training)",
-        },
-        "sampling": {
-            "shift": 3.0,
-            "guide_scale": 3.0,
-            "steps": 20,
-            "grid": "diffsynth",
-            "solver": "euler",
-            **(sampling or {}),
-        },
-        "prompt_embeddings": np.asarray(table, np.float32).tolist(),
-    }
-    with building(out_path) as tmp:
-        save_file({k: np.asarray(v, np.float32) for k, v in flat.items()}, str(tmp / TOY_WEIGHTS))
-        (tmp / TOY_FILE).write_text(json.dumps(meta))
-    return out_path
-
-
-def load_toy(path: str | Path):
-    """Loads a toy model folder: (LoadedDiT, meta dict, prompt embeddings float32 [P, L_txt, text_dim]).
-
-    Raises:
-      ValueError: not a toy export, or its weights do not match its config (missing/extra keys,
-        wrong shapes).
-    """
-    from flax import traverse_util
-    from safetensors.numpy import load as load_bytes
-
-    from cosjax.models.dit import abstract_params
-    from cosjax.weights.store import LoadedDiT
-
-    path = user_path(path)  # local or a URL: both files are read whole (a toy model is small)
-    meta_file, weights_file = path / TOY_FILE, path / TOY_WEIGHTS
-    if not meta_file.exists() or not weights_file.exists():
-        raise FileNotFoundError(f"{path} is not a toy model folder (needs {TOY_FILE} and {TOY_WEIGHTS})")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != TOY_FORMAT:
-        raise ValueError(f"{meta_file} is not a {TOY_FORMAT} export")
-    config = DiTConfig.from_dict(meta["dit_config"])
-    flat = load_bytes(weights_file.read_bytes())
-    expected = traverse_util.flatten_dict(abstract_params(config), sep="/")
-    missing, extra = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
-    bad = [k for k in expected if k in flat and tuple(flat[k].shape) != tuple(expected[k].shape)]
-    if missing or extra or bad:
-        raise ValueError(
-            f"{weights_file} does not match its config: missing {missing[:5]}, unexpected {extra[:5]}, "
-            f"wrong shapes {bad[:5]}"
-        )
-    from cosjax.weights.safetensors_io import check_finite
-
-    for key, value in flat.items():
-        check_finite(value, key, weights_file)
-    params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
-    dit = LoadedDiT(config=config, experts={"dit": params}, boundary=None, dtype=jnp.float32)
-    return dit, meta, np.asarray(meta["prompt_embeddings"], np.float32)
