@@ -139,6 +139,8 @@ def _train_toy(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments import EXPERIMENTS  # the experiment registry: its names are `cosjax run`'s choices
+
     parser = argparse.ArgumentParser(prog="cosjax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -181,17 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one of the paper's experiments (resumable; TensorBoard + results.json in --out)",
         description="Settings are NAME=VALUE overrides of the experiment's Config (lists: 1,2,3).",
     )
-    run.add_argument(
-        "name",
-        choices=[
-            "trajectory",
-            "noise-perturbation",
-            "information-flow",
-            "layer-energy",
-            "latent-swap",
-            "ensemble",
-        ],
-    )
+    run.add_argument("name", choices=list(EXPERIMENTS), help="the experiment (one module of experiments/)")
     run.add_argument("--model", help="a converted Wan folder or a toy export (default: the embedded model)")
     run.add_argument("--data", help="toy[:families[@held_out|@both]] or vbvr-bench:PATH")
     run.add_argument("--out", help="run folder (default runs/NAME); rerun the same command to resume")

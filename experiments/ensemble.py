@@ -42,6 +42,8 @@ from cosjax.paths import user_path
 from cosjax.transforms import ensemble
 from experiments import common
 
+NAME = "ensemble"
+
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +101,7 @@ def _check_scoring(config: Config, out) -> None:
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
     _check_scoring(config, out)
-    setup = common.prepare("ensemble", config, model, out)
+    setup = common.prepare(NAME, config, model, out)
     base = setup.sampler()
     plain = jax.jit(base)
     merged = jax.jit(ensemble(base, config.seeds, config.layers, config.merge_steps))
@@ -199,7 +201,7 @@ def score(run_dir, evalkit: str | None = None, python: str | None = None, bench:
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: give the --out folder of a `cosjax run ensemble`")
     stored = json.loads(config_file.read_text())
-    if stored.get("experiment") != "ensemble":
+    if stored.get("experiment") != NAME:
         raise ValueError(f"{run_dir} is a {stored.get('experiment')!r} run; only ensemble runs are scored")
     cfg = stored["config"]
     kind, _, root = cfg["data"].partition(":")

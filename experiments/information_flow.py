@@ -33,6 +33,8 @@ from cosjax.models.dit import patchify
 from cosjax.transforms import capture, noise_at_step, trace_x0
 from experiments import common
 
+NAME = "information-flow"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.BaseConfig):
@@ -76,7 +78,7 @@ def _layer(representation: str) -> int | None:
 
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
-    setup = common.prepare("information-flow", config, model, out)
+    setup = common.prepare(NAME, config, model, out)
     steps = setup.settings.steps
     perturb = list(range(max(1, steps // 2))) if config.perturb_steps is None else list(config.perturb_steps)
     layer = _layer(config.representation)

@@ -32,6 +32,8 @@ import numpy as np
 from cosjax.transforms import capture, swap_layer
 from experiments import common
 
+NAME = "latent-swap"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.BaseConfig):
@@ -56,7 +58,7 @@ class Config(common.BaseConfig):
 
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
-    setup = common.prepare("latent-swap", config, model, out)
+    setup = common.prepare(NAME, config, model, out)
     steps = setup.settings.steps
     num_layers = setup.subject.num_layers
     layers = list(range(num_layers)) if config.layers is None else list(config.layers)

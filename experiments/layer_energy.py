@@ -24,6 +24,8 @@ from cosjax.analysis.images import grid, heatmap, upscale
 from cosjax.transforms import capture
 from experiments import common
 
+NAME = "layer-energy"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.BaseConfig):
@@ -54,7 +56,7 @@ def chosen_steps(config: Config, steps: int) -> list[int]:
 
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
-    setup = common.prepare("layer-energy", config, model, out)
+    setup = common.prepare(NAME, config, model, out)
     layers = list(range(setup.subject.num_layers)) if config.layers is None else list(config.layers)
     steps = chosen_steps(config, setup.settings.steps)
     sample = jax.jit(capture(setup.sampler(), layers, steps, what="energy"))

@@ -33,6 +33,8 @@ import numpy as np
 from cosjax.transforms import noise_at_frame, noise_at_step
 from experiments import common
 
+NAME = "noise-perturbation"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.BaseConfig):
@@ -48,7 +50,7 @@ class Config(common.BaseConfig):
 
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
-    setup = common.prepare("noise-perturbation", config, model, out)
+    setup = common.prepare(NAME, config, model, out)
     base = setup.sampler()
     steps = setup.settings.steps
     clean = jax.jit(base)

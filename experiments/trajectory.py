@@ -24,6 +24,8 @@ from cosjax.analysis.images import step_frame_grid, upscale
 from cosjax.transforms import trace_x0
 from experiments import common
 
+NAME = "trajectory"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.BaseConfig):
@@ -56,7 +58,7 @@ def commit_step(scores: list[float | None], success: float) -> int | None:
 
 
 def run(config: Config = Config(), model=None, out=None, progress=True, stop_after=None) -> dict:
-    setup = common.prepare("trajectory", config, model, out)
+    setup = common.prepare(NAME, config, model, out)
     sample = jax.jit(trace_x0(setup.sampler()))
     steps = setup.settings.steps
     shown = list(range(steps)) if config.show_steps is None else list(config.show_steps)
