@@ -75,14 +75,9 @@ def _summary(meta: dict) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.random:
-        from cosjax.demo import run_demo
+    from experiments.demo import run_demo
 
-        run_demo(preset=args.preset, seed=args.seed, steps=args.steps, out=args.out)
-        return 0
-    from experiments.demo import run_demo as run_toy_demo
-
-    run_toy_demo(out=args.out, cases=args.cases, model=args.model, progress=not args.quiet)
+    run_demo(out=args.out, cases=args.cases, model=args.model, progress=not args.quiet)
     return 0
 
 
@@ -230,10 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cases", type=int, default=4, help="cases per family (and split) to probe")
     demo.add_argument("--model", help="a toy model folder (default: the embedded model)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.add_argument("--random", action="store_true", help="instead: sample a random tiny DiT (--preset)")
-    demo.add_argument("--preset", default="tiny", help="with --random: the random model's preset")
-    demo.add_argument("--seed", type=int, default=0, help="with --random: the seed")
-    demo.add_argument("--steps", type=int, default=8, help="with --random: sampling steps")
     demo.add_argument("--out", default="runs/demo", help="folder for the demo's outputs")
     demo.set_defaults(func=_demo)
     return parser

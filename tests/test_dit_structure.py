@@ -88,15 +88,3 @@ def test_direct_pytorch_load_equals_converted(tmp_path):
     assert {leaf.dtype for leaf in jax.tree.leaves(as_bf16.params)} == {jnp.dtype(jnp.bfloat16)}
     with pytest.raises(ValueError, match=r"experts \['a', 'b'\]"):
         _ = cj.LoadedDiT(converted.config, {"a": 1, "b": 2}, None, jnp.float32).params
-
-
-def test_demo_writes_a_step_by_frame_grid(tmp_path):
-    import imageio.v3 as iio
-
-    from cosjax.demo import run_demo
-
-    path = run_demo(preset="tiny", steps=4, out=str(tmp_path))
-    image = iio.imread(path)
-    # 4 steps x 3 latent frames of 16x16 latents, each tile padded by 1 and upscaled 8x
-    assert image.shape == (4 * 18 * 8, 3 * 18 * 8) and image.dtype == np.uint8
-    assert image.std() > 10  # not a blank picture
