@@ -10,7 +10,7 @@ maze). Markers (start green, goal red) and the blue path band sit at offset `ban
 open wall. Readers average the `core` of each cell and the `link` pixels around each wall line.
 
 Pixel boxes are chosen on the even 2 x 2 blocks the toy model pools its latents into
-(`cosjax.train.encode_videos`, pool 2): each path element is whole pooled pixels, so a model that
+(`cosjax.toy.codec.encode_videos`, pool 2): each path element is whole pooled pixels, so a model that
 works in the pooled space can draw it crisply.
 
 Walls: right bool [n, n - 1] (open to the right of (r, c)), down bool [n - 1, n] (open below).
