@@ -81,21 +81,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mesh_arg(spec: str) -> dict[str, int]:
-    """'data=2,fsdp=4' -> {"data": 2, "fsdp": 4} (axes of `cosjax.parallel.AXES`; unnamed axes 1)."""
-    from cosjax.parallel import AXES
-
-    sizes = {}
-    for item in spec.split(","):
-        name, sep, size = item.partition("=")
-        if not sep or name not in AXES or not size.isdigit() or int(size) < 1:
-            raise argparse.ArgumentTypeError(
-                f"bad mesh {spec!r}: expected AXIS=SIZE,... with AXIS in {', '.join(AXES)}"
-            )
-        sizes[name] = int(size)
-    return {"fsdp": 1, **sizes}
-
-
 def _run(args: argparse.Namespace) -> int:
     import experiments
     from cosjax.paths import user_path

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cosjax.paths import user_path
@@ -66,21 +65,17 @@ class ToySubject:
 
     Args:
       path: a toy model folder (`cosjax.toy.model_file`); None = the embedded model shipped in the package.
-      mesh: shard the DiT over this mesh (`cosjax.parallel.shard_params`); None = one device.
+        It loads on the default device; `load(mesh)` places it on a mesh.
     """
 
     kind = "toy"
     fps = 4
 
-    def __init__(self, path: str | Path | None = None, mesh=None):
-        from cosjax.parallel import shard_params
+    def __init__(self, path: str | Path | None = None):
         from cosjax.toy.model_file import load_toy
 
         self.path = user_path(path) if path is not None else EMBEDDED_MODEL
         self.dit, self.meta, self.table = load_toy(self.path)
-        if mesh is not None:
-            experts = {name: shard_params(p, mesh) for name, p in self.dit.experts.items()}
-            self.dit = dataclasses.replace(self.dit, experts=experts)
         self.space = self.meta.get("space", "pixel")
         self.pool = int(self.meta.get("pool", 1))
         self.stride = int(self.meta.get("stride", 1))
@@ -218,10 +213,11 @@ class ToySubject:
 
 
 def load_subject(model: str | None, data: str = "toy", **kwargs) -> Any:
-    """The subject for `--model` (None = the embedded toy) and `--data`; `mesh=` places the model."""
+    """The subject for `--model` (None = the embedded toy) and `--data`; `kwargs` go to
+    `PipelineSubject` (`Pipeline.from_pretrained` options). `subject.load(mesh)` places the model."""
     kind, _ = parse_data(data)
     if kind == "toy":
-        return ToySubject(model, mesh=kwargs.get("mesh"))
+        return ToySubject(model)
     from cosjax.pipeline_subject import PipelineSubject
 
     if model is None:
@@ -234,8 +230,3 @@ def key_for(case: CaseRef, seed: int) -> jax.Array:
     import zlib
 
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(case.id.encode()) & 0x7FFFFFFF)
-
-
-def batch_keys(cases: Sequence[CaseRef], seed: int) -> jax.Array:
-    """Keys [B] for a batch (one per case, see `key_for`)."""
-    return jnp.stack([key_for(c, seed) for c in cases])
