@@ -11,6 +11,7 @@ One job per module; inference needs only the first three, never the trainer (nor
   test suite re-measures on the embedded model.
 * `train`: the trainer (optimiser, loss, loop, Orbax checkpoints, export to a model folder).
 
-Imports go config <- codec <- model_file <- train; `reference` samples through `cosjax.subjects`.
+Imports: codec and model_file read config; train reads all three; `reference` samples through
+`cosjax.subjects` (which reads codec and model_file).
 This file imports nothing, so `import cosjax.toy.codec` loads no trainer.
 """
