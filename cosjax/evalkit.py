@@ -46,7 +46,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosjax.data.vbvr_bench import FILES, SPLITS, AbsentSample, BenchSample, quiet_fork
+from cosjax.data.vbvr_bench import FILES, SPLITS, AbsentSample, BenchSample
+from cosjax.outputs import quiet_fork
 from cosjax.paths import AnyPath, is_local, is_url, user_path
 
 GROUPS = {"overall": SPLITS, "in_domain": SPLITS[:1], "out_of_domain": SPLITS[1:]}

@@ -4,13 +4,12 @@ Every process may call the writer; on processes other than 0 it does nothing, so
 needs no `if` around logging. Each writer's event file name ends in `.PID.RANDOM`, so runs started
 together in one folder (same second, same host) never share a file. A URL logdir (`gs://...`) is
 written locally and uploaded through `etils.epath` at every `flush` and at `close`. Videos are
-written as animated GIFs encoded with imageio (tensorboardX's own `add_video` needs moviepy and
+written as animated GIFs (`cosjax.outputs.encode_gif`) (tensorboardX's own `add_video` needs moviepy and
 silently writes nothing without it).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import pathlib
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosjax.outputs import encode_gif
 from cosjax.parallel import is_main_process
 from cosjax.paths import is_local, user_path
 
@@ -68,18 +68,11 @@ class Writer:
         """frames: uint8 [F, H, W, 3], shown as an animated GIF."""
         if not self._writer:
             return
-        import imageio.v3 as iio
         from tensorboardX.proto.summary_pb2 import Summary
 
         frames = np.asarray(frames, np.uint8)
-        buffer = io.BytesIO()
-        iio.imwrite(buffer, frames, extension=".gif", duration=1000 / fps, loop=0)
-        gif = Summary.Image(
-            height=frames.shape[1],
-            width=frames.shape[2],
-            colorspace=3,
-            encoded_image_string=buffer.getvalue(),
-        )
+        _, h, w, _ = frames.shape
+        gif = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=encode_gif(frames, fps))
         summary = Summary(value=[Summary.Value(tag=tag, image=gif)])
         self._writer._get_file_writer().add_summary(summary, step)
 

@@ -123,9 +123,7 @@ def check_destination(
                 "choose a folder outside the source"
             )
         if _inside(dst, src):
-            raise ValueError(
-                f"{what} {dst} lies inside the source {src}; choose a folder outside the source"
-            )
+            raise ValueError(f"{what} {dst} lies inside the source {src}; choose a folder outside the source")
     if not dst.exists():
         return
     if not dst.is_dir():
@@ -144,8 +142,6 @@ def check_destination(
 def temp_sibling(dst: pathlib.Path, kind: str = "tmp") -> pathlib.Path:
     """`.NAME.KIND-HOST-PID` beside `dst`: this process's private work folder for `dst`."""
     return dst.parent / f".{dst.name}.{kind}-{socket.gethostname()}-{os.getpid()}"
-
-
 
 
 def _alive(pid: int) -> bool:
@@ -248,6 +244,16 @@ def staged_file(path: AnyPath, suffix: str = ".tmp") -> Iterator[pathlib.Path]:
             path.write_bytes(tmp.read_bytes())
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: AnyPath, data: bytes | str) -> None:
+    """Writes `data` to `path` whole or not at all (`staged_file`).
+
+    Local: a temporary file in the same folder, renamed over `path`; its mode follows the umask, as
+    for any other file (0644 under the usual 022). URL: one upload, published when complete.
+    """
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 @contextlib.contextmanager

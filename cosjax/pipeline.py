@@ -28,9 +28,9 @@ from cosjax import preprocess
 from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
-from cosjax.outputs import VIDEO_QUALITY, to_uint8
+from cosjax.outputs import VIDEO_QUALITY, to_uint8, write_mp4
 from cosjax.parallel import replicated, spread
-from cosjax.paths import staged_file, user_path
+from cosjax.paths import user_path
 from cosjax.sampling.build import build_sampler
 from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
@@ -378,15 +378,9 @@ class Pipeline:
     def save_video(self, video: jax.Array, path: str | Path, fps: int = 16) -> Path:
         """Writes video [3, F, H, W] or [1, 3, F, H, W] in [-1, 1] as an mp4 (atomically), quantised and
         encoded as the preset's reference writes it (imageio quality 8 official, 5 vbvr)."""
-        import imageio.v3 as iio
-
         frames = np.asarray(video)
         frames = self.video_uint8(frames[0] if frames.ndim == 5 else frames).transpose(1, 2, 3, 0)
-        path = user_path(path)
-        quality = VIDEO_QUALITY[self.preset]
-        with staged_file(path, suffix=path.suffix) as tmp:
-            iio.imwrite(tmp, frames, fps=fps, codec="libx264", quality=quality, macro_block_size=1)
-        return path
+        return write_mp4(path, frames, fps=fps, quality=VIDEO_QUALITY[self.preset])
 
     def _embed(self, text: str | None, embeds: jax.Array | None, what: str) -> jax.Array:
         if embeds is not None:
@@ -413,4 +407,3 @@ def place_component(params, mesh: Mesh, limit: int = REPLICATE_LIMIT_BYTES):
     bytes, otherwise sharded over every device (`cosjax.parallel.spread`)."""
     size = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
     return replicated(params, mesh) if size <= limit else spread(params, mesh)
-

@@ -190,9 +190,10 @@ class PipelineSubject:
 
     def write_output(self, root: Path, case: CaseRef, video: np.ndarray) -> Path:
         """Writes a generated video where VBVR-EvalKit looks for it (`root` is the 'model' folder)."""
-        from cosjax.data.vbvr_bench import video_path, write_video
+        from cosjax.data.vbvr_bench import video_path
+        from cosjax.outputs import VIDEO_QUALITY, write_mp4
 
-        return write_video(video_path(root, case.source), video, fps=self.fps)
+        return write_mp4(video_path(root, case.source), video, fps=self.fps, quality=VIDEO_QUALITY["vbvr"])
 
     def evaluate_arms(self, setup, config, rows: list[dict]) -> dict:
         """Scores the run's videos with VBVR-EvalKit (`score_bench_run`; only process 0 scores)."""

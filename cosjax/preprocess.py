@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.outputs import scale_to_uint8
+
 PRESETS = ("official", "vbvr")
 
 
@@ -50,9 +52,7 @@ def load_rgb(image: Any) -> np.ndarray:
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 3] for PIL: uint8 as is, float [0, 1] rounded to the nearest level."""
-    if arr.dtype == np.uint8:
-        return arr
-    return np.clip(np.round(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return arr if arr.dtype == np.uint8 else scale_to_uint8(arr, 0.0, 1.0)
 
 
 def to_signed(arr: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ import numpy as np
 
 from cosjax.hosts import WorkGroup, barrier, broadcast_json, decide, gather_flags, single_group
 from cosjax.parallel import is_main_process
-from cosjax.paths import AnyPath, check_destination, staged_file, user_path
+from cosjax.paths import check_destination, user_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,6 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
-
-
-def write_atomic(path: AnyPath, data: bytes | str) -> None:
-    """Writes `data` to `path` whole or not at all (see `cosjax.paths.staged_file`).
-
-    Local: a temporary file in the same folder, renamed over `path`; its mode follows the umask, as
-    for any other file (0644 under the usual 022). URL: one upload, published when complete.
-    """
-    with staged_file(path) as tmp:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 class DamagedRunError(ValueError):
@@ -297,8 +287,13 @@ def run_cases(
             if case_id in new:
                 folder.save(case_id, dict(record, case=case_id))
         done += new
-        log.info("computed %s (group %d of %d, processes %s)", ",".join(new), group.index, group.count,
-                 ",".join(map(str, group.processes)))
+        log.info(
+            "computed %s (group %d of %d, processes %s)",
+            ",".join(new),
+            group.index,
+            group.count,
+            ",".join(map(str, group.processes)),
+        )
         bar.update(len(new))
     bar.close()
     barrier(f"cosjax run_cases {desc}")

@@ -18,9 +18,10 @@ import numpy as np
 
 from cosjax.hosts import WorkGroup, work_group
 from cosjax.logging import Writer
+from cosjax.outputs import VIDEO_QUALITY, write_mp4, write_png
 from cosjax.parallel import is_main_process, replicated
 from cosjax.paths import user_path
-from cosjax.runs import RunFolder, write_atomic
+from cosjax.runs import RunFolder
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
 from cosjax.sampling.solvers import SOLVERS
 from cosjax.subjects import CaseRef, key_for, load_subject
@@ -257,7 +258,6 @@ def _sampler_overrides(config) -> dict:
     return {k: getattr(config, k) for k in ("steps", "shift", "guide_scale", "solver")}
 
 
-
 def prepare(
     name: str, config, model: str | None, out: str | Path | None, mesh=None, **subject_kwargs
 ) -> Setup:
@@ -345,22 +345,14 @@ def mean(values) -> float | None:
 
 def save_mp4(setup: Setup, case_id: str, name: str, frames: np.ndarray, fps: int) -> None:
     """Writes a case's uint8 [F, H, W, 3] video artifact (H.264, atomic; the group lead only)."""
-    from cosjax.data.vbvr_bench import write_video
-
     if setup.folder.writes:
-        write_video(setup.folder.artifact(case_id, name), frames, fps=fps)
+        write_mp4(setup.folder.artifact(case_id, name), frames, fps=fps, quality=VIDEO_QUALITY["vbvr"])
 
 
 def save_png(setup: Setup, case_id: str, name: str, image: np.ndarray) -> None:
     """Writes a case's uint8 [H, W, 3] image artifact (atomic; the group lead only)."""
-    import io
-
-    import imageio.v3 as iio
-
     if setup.folder.writes:
-        buffer = io.BytesIO()
-        iio.imwrite(buffer, np.asarray(image, np.uint8), extension=".png")
-        write_atomic(setup.folder.artifact(case_id, name), buffer.getvalue())
+        write_png(setup.folder.artifact(case_id, name), image)
 
 
 def group_means(rows: Sequence[dict], field: str) -> dict[str, float | None]:

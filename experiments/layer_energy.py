@@ -10,7 +10,9 @@ CFG branch, as the paper's hook keeps the first call), captured with `cosjax.cap
 at `energy_steps` (None = 4 evenly spaced steps, first and last included) for `layers` (None =
 every layer). Per case and step it writes a heatmap grid (rows = layers, columns = latent frames,
 each panel scaled to its own min-max as the paper's tool does, viridis) and logs it to TensorBoard.
-Tables: mean token energy per layer and step (over cases), and per layer x latent frame.
+Tables: mean token energy per layer and step (over cases), and per layer x latent frame
+(`cosjax.analysis.mean_energy`, `frame_mean_energy`: means over tokens, not the paper tool's
+L2 "temporal energy" `frame_energy`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from cosjax.analysis.energy import frame_mean_energy, mean_energy, to_grid, token_grid
 from cosjax.analysis.images import grid, heatmap, upscale
 from cosjax.transforms import capture
 from experiments import common
@@ -60,16 +63,16 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     layers = list(range(setup.subject.num_layers)) if config.layers is None else list(config.layers)
     steps = chosen_steps(config, setup.settings.steps)
     sample = jax.jit(capture(setup.sampler(), layers, steps, what="energy"))
-    pt, ph, pw = setup.subject.config.patch_size
     index = {c.id: i for i, c in enumerate(setup.cases)}
 
     def compute(ids):
         cases = [setup.by_id[i] for i in ids]
         cond = common.condition(setup, cases)
-        _, _, t, h, w = cond.latent_shape
-        grid_shape = (t // pt, h // ph, w // pw)
+        tokens = token_grid(cond.latent_shape, setup.subject.config.patch_size)  # (f, h, w)
         energy = np.asarray(sample(cond, common.batch_key(setup, cases)).trace.energy)  # [S, K, B, L]
-        energy = energy.reshape(*energy.shape[:3], *grid_shape)  # [S, K, B, f, h, w]
+        means = np.asarray(mean_energy(energy))  # [S, K, B]
+        frame_means = np.asarray(frame_mean_energy(energy, tokens))  # [S, K, B, f]
+        energy = np.asarray(to_grid(energy, tokens))  # [S, K, B, f, h, w]
         records = []
         for b, case in enumerate(cases):
             for si, step in enumerate(steps):
@@ -83,8 +86,8 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                     "layers": layers,
                     "steps": steps,
                     # [S, K]: mean token energy; [S, K, f]: mean per latent frame
-                    "mean_energy": energy[:, :, b].mean(axis=(2, 3, 4)).tolist(),
-                    "frame_energy": energy[:, :, b].mean(axis=(3, 4)).tolist(),
+                    "mean_energy": means[:, :, b].tolist(),
+                    "frame_mean_energy": frame_means[:, :, b].tolist(),
                 }
             )
         return records
@@ -98,18 +101,18 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
 def finish(setup, layers: list[int], steps: list[int]) -> dict:
     rows = setup.folder.records(c.id for c in setup.cases)
     mean_energy = np.mean([r["mean_energy"] for r in rows], axis=0)  # [S, K]
-    frame_energy = np.mean([r["frame_energy"] for r in rows], axis=0)  # [S, K, f]
+    frame_means = np.mean([r["frame_mean_energy"] for r in rows], axis=0)  # [S, K, f]
     for si, step in enumerate(steps):
         for ki, layer in enumerate(layers):
             setup.writer.scalar(f"mean_energy/step{step:03d}", float(mean_energy[si, ki]), layer)
         setup.writer.image(
-            f"mean_energy_layer_x_frame/step{step:03d}", upscale(heatmap(frame_energy[si]), 8), 0
+            f"mean_energy_layer_x_frame/step{step:03d}", upscale(heatmap(frame_means[si]), 8), 0
         )
     summary = {
         "layers": layers,
         "steps": steps,
         "mean_energy": mean_energy.tolist(),
-        "frame_energy": frame_energy.tolist(),
+        "frame_mean_energy": frame_means.tolist(),
         "table": common.markdown_table(
             ["layer", *[f"step {s}" for s in steps]],
             [
@@ -121,6 +124,6 @@ def finish(setup, layers: list[int], steps: list[int]) -> dict:
     setup.writer.text("summary", summary["table"])
     setup.writer.close()
     for r in rows:
-        r.pop("frame_energy")
+        r.pop("frame_mean_energy")
     setup.folder.write_results(summary, rows)
     return summary

@@ -200,6 +200,8 @@ def test_layer_and_frame_energy_against_numpy():
     got = np.asarray(an.frame_energy(an.token_energy(hidden), grid))
     assert got.shape == (4, 2, 3)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+    means = np.asarray(an.frame_mean_energy(an.token_energy(hidden), grid))
+    np.testing.assert_allclose(means, per_token.reshape(4, 2, 3, 4).mean(-1), rtol=1e-6)
 
 
 def test_conditional_half():
@@ -212,17 +214,12 @@ def test_conditional_half():
 # ---- images ----------------------------------------------------------------------------------------
 
 
-def test_to_uint8_and_video_frames():
-    x = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
-    np.testing.assert_array_equal(an.to_uint8(x), [0, 0, 128, 255, 255])
-    np.testing.assert_array_equal(an.to_uint8(np.array([0.0, 0.5, 1.0]), 0.0, 1.0), [0, 128, 255])
+def test_video_frames():
     video = np.zeros((3, 4, 5, 6), np.float32)
     video[1] = 1.0
     frames = an.video_frames(video)
     assert frames.shape == (4, 5, 6, 3) and frames.dtype == np.uint8
     assert tuple(frames[2, 3, 4]) == (128, 255, 128)
-    with pytest.raises(ValueError):
-        an.to_uint8(x, 1.0, 1.0)
 
 
 def test_grid_layout():

@@ -16,6 +16,7 @@ from test_vbvr_bench import make_bench, write_manifest
 
 from cosjax import evalkit as ek
 from cosjax.data import vbvr_bench as vb
+from cosjax.outputs import VIDEO_QUALITY, write_mp4
 
 # Test-side imageio reads/writes of mp4s start ffmpeg after JAX is imported; the child execs at once.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
@@ -34,7 +35,7 @@ def generate(samples, out_root: Path, skip=(), black=()) -> None:
             continue
         first, final = imageio.imread(s.first_frame), imageio.imread(s.final_frame)
         last = np.zeros_like(final) if s.key in black else final
-        vb.write_video(vb.video_path(out_root, s), np.stack([first] * 8 + [last]))
+        write_mp4(vb.video_path(out_root, s), np.stack([first] * 8 + [last]), vb.FPS, VIDEO_QUALITY["vbvr"])
 
 
 def expected_score(video: Path, gt_final: Path) -> float:

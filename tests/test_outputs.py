@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cosjax as cj
-from cosjax.outputs import to_uint8
+from cosjax.outputs import scale_to_uint8, to_uint8, write_mp4
 from cosjax.pipeline import Pipeline
 from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler
 
@@ -55,6 +55,37 @@ def test_save_video_quality_per_preset(tmp_path):
         assert iio.imread(path).shape == (9, 32, 48, 3)
         sizes[preset] = path.stat().st_size
     assert sizes["vbvr"] < sizes["official"]  # quality 5 (CRF 25) is coarser than quality 8
+
+
+def test_write_mp4_is_atomic(tmp_path):
+    h, w = 32, 48
+    path = tmp_path / "In-Domain_50/task/00000.mp4"
+    write_mp4(path, np.zeros((5, h, w, 3), np.uint8), 16, 5)
+    before = path.read_bytes()
+
+    def frames():
+        yield from np.full((3, h, w, 3), 200, np.uint8)
+        raise RuntimeError("generation crashed")
+
+    with pytest.raises(RuntimeError, match="generation crashed"):
+        write_mp4(path, frames(), 16, 5)
+    with pytest.raises(ValueError, match="uint8"):
+        write_mp4(path, np.zeros((5, h, w, 3), np.float32), 16, 5)
+    with pytest.raises(ValueError, match="no frames"):
+        write_mp4(path, np.zeros((0, h, w, 3), np.uint8), 16, 5)
+    assert path.read_bytes() == before  # the old video is untouched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["00000.mp4"]  # no partial/temporary file
+    with pytest.raises(RuntimeError):
+        write_mp4(new := tmp_path / "x/00001.mp4", frames(), 16, 5)
+    assert not new.exists() and list(new.parent.iterdir()) == []
+
+
+def test_scale_to_uint8_maps_linearly_clips_and_rounds():
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    np.testing.assert_array_equal(scale_to_uint8(x), [0, 0, 128, 255, 255])
+    np.testing.assert_array_equal(scale_to_uint8(np.array([0.0, 0.5, 1.0]), 0.0, 1.0), [0, 128, 255])
+    with pytest.raises(ValueError):
+        scale_to_uint8(x, 1.0, 1.0)
 
 
 def test_trace_x0_first_frame_rule_on_ti2v():

@@ -25,8 +25,9 @@ from cosjax.cli import main as cli_main
 from cosjax.configs import get_preset
 from cosjax.logging import Writer
 from cosjax.models.dit import init_params
+from cosjax.paths import write_atomic
 from cosjax.pipeline import Pipeline
-from cosjax.runs import RunFolder, write_atomic
+from cosjax.runs import RunFolder
 from cosjax.toy.codec import prompt_embeddings
 from cosjax.toy.config import toy_dit_config
 from cosjax.toy.model_file import save_toy
@@ -185,7 +186,7 @@ def test_run_out_never_writes_into_a_user_folder(tmp_path):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_files_follow_the_umask(tmp_path, umask, mode):
-    from cosjax.data.vbvr_bench import write_video
+    from cosjax.outputs import write_mp4
     from cosjax.text import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path / "cache", "f" * 16)
@@ -193,7 +194,7 @@ def test_atomic_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         write_atomic(tmp_path / "record.json", "{}")
-        write_video(tmp_path / "video.mp4", np.zeros((5, 16, 16, 3), np.uint8), fps=4)
+        write_mp4(tmp_path / "video.mp4", np.zeros((5, 16, 16, 3), np.uint8), fps=4, quality=5)
         cache.store(ids, np.ones((3, 4), np.float32))
     finally:
         os.umask(old)
@@ -344,7 +345,8 @@ def test_run_reads_model_and_bench_from_gs_and_writes_results_there(repo, tmp_pa
 
 
 def test_toy_model_and_video_through_gs(toy_parts, tmp_path, bucket):
-    from cosjax.data.vbvr_bench import count_frames, write_video
+    from cosjax.data.vbvr_bench import count_frames
+    from cosjax.outputs import write_mp4
     from cosjax.toy.model_file import load_toy
 
     cfg, params, table = toy_parts
@@ -353,7 +355,7 @@ def test_toy_model_and_video_through_gs(toy_parts, tmp_path, bucket):
     assert_same_params(dit.params, params)
     np.testing.assert_array_equal(got_table, np.asarray(table, np.float32))
     frames = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
-    write_video("gs://bucket/v/00000.mp4", frames, fps=4)
+    write_mp4("gs://bucket/v/00000.mp4", frames, fps=4, quality=5)
     assert count_frames("gs://bucket/v/00000.mp4") == 5
     assert [p.name for p in (bucket.root / "bucket" / "v").iterdir()] == ["00000.mp4"]
     with pytest.raises(ValueError, match="gs://bucket/v: holds no cosjax_dit.json .* must be a local path"):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cosjax.data import vbvr_bench as vb
+from cosjax.outputs import VIDEO_QUALITY, write_mp4
 
 # Test-side imageio reads/writes of mp4s start ffmpeg after JAX is imported; the child execs at once.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
@@ -231,38 +232,16 @@ def test_generation_size_rejects_empty():
         vb.generation_size((0, 16), 9)
 
 
-def test_video_path_and_write_video(bench, tmp_path):
+def test_video_path_and_an_evalkit_video(bench, tmp_path):
     sample = vb.scan_bench(bench)[1]
     path = vb.video_path(tmp_path / "my_model", sample)
     assert path == tmp_path / "my_model/In-Domain_50/G-3_stable_sort_data-generator/00001.mp4"
     frames = np.linspace(0, 255, 9 * H * W * 3).reshape(9, H, W, 3).astype(np.uint8)
-    assert vb.write_video(path, frames) == path
+    assert write_mp4(path, frames, vb.FPS, VIDEO_QUALITY["vbvr"]) == path
     back = np.stack(imageio.mimread(path, memtest=False))
     assert back.shape == (9, H, W, 3) and vb.count_frames(path) == 9
     assert np.abs(back.astype(float) - frames).mean() < 8  # lossy H.264
     assert sorted(p.name for p in path.parent.iterdir()) == ["00001.mp4"]
-
-
-def test_write_video_is_atomic(tmp_path):
-    path = tmp_path / "In-Domain_50/task/00000.mp4"
-    vb.write_video(path, np.zeros((5, H, W, 3), np.uint8))
-    before = path.read_bytes()
-
-    def frames():
-        yield from np.full((3, H, W, 3), 200, np.uint8)
-        raise RuntimeError("generation crashed")
-
-    with pytest.raises(RuntimeError, match="generation crashed"):
-        vb.write_video(path, frames())
-    with pytest.raises(ValueError, match="uint8"):
-        vb.write_video(path, np.zeros((5, H, W, 3), np.float32))
-    with pytest.raises(ValueError, match="no frames"):
-        vb.write_video(path, np.zeros((0, H, W, 3), np.uint8))
-    assert path.read_bytes() == before  # the old video is untouched
-    assert sorted(p.name for p in path.parent.iterdir()) == ["00000.mp4"]  # no partial/temporary file
-    with pytest.raises(RuntimeError):
-        vb.write_video(new := tmp_path / "x/00001.mp4", frames())
-    assert not new.exists() and list(new.parent.iterdir()) == []
 
 
 # --- VBVR-Bench.json cross-check --------------------------------------------------------------------

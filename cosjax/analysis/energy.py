@@ -2,7 +2,8 @@
 
 What `cosjax.transforms.capture` records:
   * what="energy": `trace.energy` float32 [S_e, K_e, B, L], already the per-token L2 norm over the
-    channels (conditional CFG branch only) -> pass it to `to_grid`, `mean_energy`, `frame_energy`.
+    channels (conditional CFG branch only) -> pass it to `to_grid`, `mean_energy`, `frame_mean_energy`,
+    `frame_energy`.
   * what="hidden": `trace.hidden` float32 [S_h, K_h, 2B, L, D], full residual streams of both CFG
     halves (conditional first; B without CFG) -> `conditional_half`, then `token_energy`.
 
@@ -12,7 +13,8 @@ Token order is the patch grid's, as in `cosjax.models.dit.patchify`: token (f, i
 
 Following the paper's token tool (`reference/paper-and-vbvr.md` section 1.3):
   * token energy = L2 norm of one token's D channels (the heatmap panels);
-  * mean token energy per layer = mean of token energy over the tokens;
+  * mean token energy per layer = mean of token energy over the tokens (per latent frame: over that
+    frame's tokens);
   * temporal energy of a latent frame = L2 norm of all that frame's features, i.e.
     sqrt(sum over the frame's H' * W' tokens of token_energy^2), so it is computable from the
     per-token energy captures as well as from full hidden states.
@@ -79,6 +81,13 @@ def frame_energy(energy: jax.Array, grid: Sequence[int]) -> jax.Array:
     """
     e = to_grid(jnp.asarray(energy, jnp.float32), grid)
     return jnp.sqrt(jnp.sum(jnp.square(e), axis=(-2, -1)))
+
+
+def frame_mean_energy(energy: jax.Array, grid: Sequence[int]) -> jax.Array:
+    """Mean token energy per latent frame: per-token energy [..., L] -> float32 [..., F'], the mean
+    over each frame's H' * W' tokens (`mean_energy` frame by frame). Not the temporal energy of
+    `frame_energy`, which is an L2 norm and grows with the frame's token count."""
+    return jnp.mean(to_grid(jnp.asarray(energy, jnp.float32), grid), axis=(-2, -1))
 
 
 def conditional_half(hidden: jax.Array, batch_axis: int = -3) -> jax.Array:

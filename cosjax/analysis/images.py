@@ -4,7 +4,7 @@
     columns = video frames.
   * `heatmap`: viridis heatmaps of token energy, min-max scaled per panel by default (as the
     paper's token tool, which lets matplotlib autoscale every panel) or on a shared lo / hi.
-  * `grid`, `upscale`, `to_uint8`, `video_frames`: assembly and conversion.
+  * `grid`, `upscale`, `video_frames`: assembly and conversion (uint8 by `cosjax.outputs.scale_to_uint8`).
 
 Write the results with `cosjax.logging.Writer.image` / `.video`.
 """
@@ -12,6 +12,8 @@ Write the results with `cosjax.logging.Writer.image` / `.video`.
 from __future__ import annotations
 
 import numpy as np
+
+from cosjax.outputs import scale_to_uint8
 
 # Viridis (van der Walt, Smith and Firing; CC0), the published 256-entry table sampled at every 15th
 # entry (0, 15, ..., 255), i.e. at t = k / 17. Linear interpolation between these anchors stays
@@ -44,25 +46,13 @@ NAN_COLOR = (255, 255, 255)
 """Colour of non-finite heatmap values (matplotlib leaves them blank)."""
 
 
-def to_uint8(x: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
-    """Linearly maps [lo, hi] to [0, 255], clipping outside, rounding: any shape -> uint8, same shape.
-
-    The default [-1, 1] is the range of decoded videos (`Pipeline.decode`), matching
-    `Pipeline.save_video`.
-    """
-    if not hi > lo:
-        raise ValueError(f"need hi > lo, got lo={lo}, hi={hi}")
-    x = (np.asarray(x, np.float64) - lo) / (hi - lo)
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def video_frames(video: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
     """Decoded video [..., 3, F, H, W] float (e.g. one sample of `Pipeline.decode`) -> uint8
     [..., F, H, W, 3] frames for `step_frame_grid` or `Writer.video`."""
     video = np.asarray(video)
     if video.ndim < 4 or video.shape[-4] != 3:
         raise ValueError(f"need a video [..., 3, F, H, W], got shape {video.shape}")
-    return to_uint8(np.moveaxis(video, -4, -1), lo, hi)
+    return scale_to_uint8(np.moveaxis(video, -4, -1), lo, hi)
 
 
 def grid(tiles: np.ndarray, pad: int = 1, pad_value: int = 255) -> np.ndarray:
@@ -99,7 +89,7 @@ def viridis(t: np.ndarray) -> np.ndarray:
     t = np.clip(np.asarray(t, np.float64), 0.0, 1.0)
     pos = np.linspace(0.0, 1.0, len(VIRIDIS_ANCHORS))
     rgb = np.stack([np.interp(t, pos, VIRIDIS_ANCHORS[:, i]) for i in range(3)], axis=-1)
-    return np.round(rgb * 255.0).astype(np.uint8)
+    return scale_to_uint8(rgb, 0.0, 1.0)
 
 
 def heatmap(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:

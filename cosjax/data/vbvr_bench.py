@@ -18,26 +18,24 @@ The published bench is 50 + 50 tasks x 5 samples (250 + 250). Two readers, one l
 
 index = inspect_bench(ROOT)         # .samples (found), .absent (listed, not on disk), .counts()
 frames, h, w = generation_size((s.height, s.width), s.gt_frames)
-write_video(video_path(OUT / "my_model", s), frames_uint8)   # what run_evaluation.py --model_path reads
+write_mp4(video_path(OUT / "my_model", s), frames_uint8, FPS, 5)  # cosjax.outputs; what the EvalKit reads
 sources = load_bench(ROOT)          # {"in_domain": source, "out_of_domain": source}, random access
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import re
-import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cosjax.paths import local_file, require_local, staged_file, user_path
+from cosjax.outputs import quiet_fork
+from cosjax.paths import local_file, require_local, user_path
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +144,6 @@ def task_id(task: str) -> str:
 def task_category(task: str) -> str:
     """The EvalKit's cognitive category of a task folder name, matched on its id; 'unknown' otherwise."""
     return TASK_CATEGORY.get(task_id(task), "unknown")
-
-
-@contextlib.contextmanager
-def quiet_fork():
-    """Silences JAX's warning about os.fork for subprocesses that exec at once (ffmpeg, the EvalKit)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
-        yield
 
 
 def count_frames(path: str | Path) -> int:
@@ -468,36 +458,6 @@ def video_path(out_root: str | Path, sample: BenchSample) -> Path:
     named exactly `\\d{5}.mp4` in task folders whose name is a key of its evaluator map.
     """
     return user_path(out_root) / sample.split / sample.task / f"{sample.index}.mp4"
-
-
-def write_video(
-    path: str | Path, frames_uint8: np.ndarray | Iterable[np.ndarray], fps: int = FPS, quality: float = 5
-):
-    """Writes uint8 [F, H, W, 3] frames (H, W even) as an H.264 mp4, atomically.
-
-    Frames go to a hidden temporary file in the same folder (never matched by the EvalKit's
-    `\\d{5}.mp4` pattern; its mode follows the umask), which replaces `path` only once complete; on
-    any error it is deleted and an existing `path` is left untouched. A URL `path` (`gs://...`) is
-    uploaded once complete (`cosjax.paths.staged_file`). fps 16 and imageio quality 5 are the
-    reference settings.
-    """
-    import imageio.v2 as imageio
-
-    path = user_path(path)
-    with staged_file(path, suffix=".tmp.mp4") as tmp, quiet_fork():  # ffmpeg starts at the first frame
-        writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, quality=quality, macro_block_size=1)
-        try:
-            n = 0
-            for frame in frames_uint8:
-                frame, n = np.asarray(frame), n + 1
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-                    raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
-                writer.append_data(frame)
-            if n == 0:
-                raise ValueError(f"no frames to write to {path}")
-        finally:
-            writer.close()
-    return path
 
 
 # ----------------------------------------------------------------------------- tfds builder

@@ -13,6 +13,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from cosjax.data.case import Case
+from cosjax.outputs import write_mp4, write_png
 
 FPS = 8
 
@@ -25,9 +26,9 @@ def write_vbvr_case(case: Case, folder: str | Path, fps: int = FPS) -> Path:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    imageio.imwrite(folder / "first_frame.png", case.first_frame)
-    imageio.imwrite(folder / "final_frame.png", case.final_frame)
-    imageio.mimwrite(folder / "ground_truth.mp4", list(case.video), fps=fps, macro_block_size=1, quality=10)
+    write_png(folder / "first_frame.png", case.first_frame)
+    write_png(folder / "final_frame.png", case.final_frame)
+    write_mp4(folder / "ground_truth.mp4", case.video, fps=fps, quality=10)
     (folder / "prompt.txt").write_text(case.prompt)
     meta = {
         "family": case.family,
