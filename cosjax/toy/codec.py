@@ -44,7 +44,10 @@ def to_model_space(videos) -> jax.Array:
 
 
 def from_model_space(x) -> np.ndarray:
-    """float [B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3] (clipped, rounded)."""
+    """float [B, 3, F, H, W] in [-1, 1] -> uint8 [B, F, H, W, 3] (clipped, rounded).
+
+    In float32 as the inverse of `to_model_space`, not `cosjax.outputs.scale_to_uint8` (float64): the
+    two differ on rare near-ties, and the toy's recorded outputs come from this one."""
     x = np.asarray(x, np.float32).transpose(0, 2, 3, 4, 1)
     return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 

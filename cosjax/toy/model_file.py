@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.configs import DiTConfig
-from cosjax.paths import building, check_destination, require_local, staged_file, user_path
+from cosjax.paths import building, check_destination, require_local, user_path, write_atomic
 from cosjax.toy.config import IMAGE_CHANNELS
 
 TOY_FORMAT = "cosjax-pixel-toy"
@@ -152,6 +152,5 @@ def update_meta(path: str | Path, **fields: Any) -> dict:
     if meta.get("format") != TOY_FORMAT:
         raise ValueError(f"{meta_file} is not a {TOY_FORMAT} export")
     meta.update(fields)
-    with staged_file(meta_file) as tmp:
-        tmp.write_text(json.dumps(meta))
+    write_atomic(meta_file, json.dumps(meta))
     return meta

@@ -53,7 +53,7 @@ from flax import struct
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, init_params
 from cosjax.parallel import is_main_process
-from cosjax.paths import check_destination, staged_file
+from cosjax.paths import check_destination, staged_file, write_atomic
 from cosjax.toy.codec import encode_videos, i2v_condition, latent_frames, prompt_embeddings
 from cosjax.toy.config import check_toy_dit, toy_dit_config
 from cosjax.toy.model_file import TOY_FILE, local_folder, save_toy
@@ -420,8 +420,7 @@ def train(
                 f"{config_file} records a different config or data than this call; resume with the same "
                 "config and data, or pass resume=False (deletes its checkpoints) or another workdir"
             )
-    with staged_file(config_file) as tmp:  # atomic: a crash never leaves a truncated record to resume from
-        tmp.write_text(json.dumps(record, indent=2))
+    write_atomic(config_file, json.dumps(record, indent=2))  # a crash never leaves a truncated record
     table = prompt_embeddings(config.seed, num_prompts, config.model.text_len, config.model.text_dim)
     with staged_file(workdir / "prompt_embeddings.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, table)
