@@ -301,7 +301,7 @@ def _fmt(x: float) -> str:
 
 
 def log_summary(writer, summary: dict, step: int = 0) -> str:
-    """Writes the summary as scalars through a `cosjax.logging.Writer` (or None) and returns a table.
+    """Writes the summary as scalars through a `cosjax.tensorboard.Writer` (or None) and returns a table.
 
     Tags: vbvr/{overall,in_domain,out_of_domain}, vbvr/category/<name>,
     vbvr/{in_domain,out_of_domain}_category/<name>, vbvr/num_missing, vbvr/num_samples, and the
@@ -386,7 +386,7 @@ def score_arms(
     evalkit, python, retry, error (failed)}, <arm>: `summarize(...)` for every arm scored,
     "table": markdown}.
     """
-    from cosjax.logging import Writer
+    from cosjax.tensorboard import Writer
 
     out = user_path(out)
     summary: dict = {"videos": {arm: str(out / "videos" / arm) for arm in arms}}

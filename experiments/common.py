@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.hosts import WorkGroup, work_group
-from cosjax.logging import Writer
 from cosjax.outputs import VIDEO_QUALITY, write_mp4, write_png
 from cosjax.parallel import is_main_process, replicated
 from cosjax.paths import user_path
@@ -25,6 +24,7 @@ from cosjax.runs import RunFolder
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
 from cosjax.sampling.solvers import SOLVERS
 from cosjax.subjects import CaseRef, key_for, load_subject
+from cosjax.tensorboard import Writer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,9 +192,9 @@ def score(run_dir, evalkit: str | None = None, python: str | None = None, bench:
     the folder as it was apart from results.json's "scoring" entry.
     """
     from cosjax.data.vbvr_bench import inspect_bench
-    from cosjax.logging import Writer
     from cosjax.pipeline_subject import bench_cases, score_bench_run
     from cosjax.runs import RunFolder
+    from cosjax.tensorboard import Writer
 
     run_dir = user_path(run_dir)
     config_file = run_dir / "config.json"

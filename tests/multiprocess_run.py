@@ -39,9 +39,9 @@ def main(process_id: int, port: int, out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from sharded_run import CONFIG, experts, inputs
 
-    from cosjax.logging import Writer
     from cosjax.parallel import make_mesh, param_shardings
     from cosjax.sampling.sampler import SamplerSettings, make_sampler
+    from cosjax.tensorboard import Writer
 
     assert jax.device_count() == 8 and jax.local_device_count() == 4
     settings = SamplerSettings(

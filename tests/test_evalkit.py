@@ -102,7 +102,7 @@ def test_scores_parsed_and_missing_video_counts_as_failure(bench, tmp_path):
 
 
 def test_log_summary_through_the_real_writer(bench, tmp_path):
-    from cosjax.logging import Writer
+    from cosjax.tensorboard import Writer
 
     samples = vb.scan_bench(bench)
     summary = ek.summarize(ek.EvalReport({samples[0].key: 0.5}), samples)

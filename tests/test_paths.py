@@ -23,11 +23,11 @@ from test_vbvr_bench import make_bench
 import cosjax as cj
 from cosjax.cli import main as cli_main
 from cosjax.configs import get_preset
-from cosjax.logging import Writer
 from cosjax.models.dit import init_params
 from cosjax.paths import write_atomic
 from cosjax.pipeline import Pipeline
 from cosjax.runs import RunFolder
+from cosjax.tensorboard import Writer
 from cosjax.toy.codec import prompt_embeddings
 from cosjax.toy.config import toy_dit_config
 from cosjax.toy.model_file import save_toy

@@ -6,7 +6,7 @@
     paper's token tool, which lets matplotlib autoscale every panel) or on a shared lo / hi.
   * `grid`, `upscale`, `video_frames`: assembly and conversion (uint8 by `cosjax.outputs.scale_to_uint8`).
 
-Write the results with `cosjax.logging.Writer.image` / `.video`.
+Write the results with `cosjax.tensorboard.Writer.image` / `.video`.
 """
 
 from __future__ import annotations

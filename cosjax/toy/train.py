@@ -397,7 +397,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    from cosjax.logging import Writer
+    from cosjax.tensorboard import Writer
 
     videos, first_frames, prompt_ids = _check_data(config, videos, first_frames, prompt_ids)
     num_prompts = config.num_prompts or int(prompt_ids.max()) + 1
