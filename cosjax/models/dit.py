@@ -282,11 +282,12 @@ class _CrossKV(nn.Module):
         return attn.project_kv(context)
 
 
-class TextEncoder(nn.Module):
-    """Text embedding plus every layer's cross-attention K/V, applied to a `WanDiT` parameter tree.
+class CrossAttentionKV(nn.Module):
+    """The text side of a `WanDiT`: text embedding plus every layer's cross-attention K/V (the cache
+    `WanDiT.encode_text` builds once per run; not the umT5 text encoder, which is `cosjax.text.TextEncoder`).
 
     The parameter names are those of `WanDiT` (`text_embedding_1/2`, `blocks/cross_attn/{k,v,norm_k}`),
-    so `TextEncoder(...).apply({"params": dit_params}, context)` reads the DiT's own weights. The layer
+    so `CrossAttentionKV(...).apply({"params": dit_params}, context)` reads the DiT's own weights. The layer
     axis is vmapped: one batched matmul per projection for all layers.
     """
 
@@ -353,7 +354,7 @@ class WanDiT(nn.Module):
             raise ValueError(
                 f"context has {context.shape[1]} tokens; the model takes at most {self.config.text_len}"
             )
-        encoder = TextEncoder(self.config, self.dtype, self.param_dtype)
+        encoder = CrossAttentionKV(self.config, self.dtype, self.param_dtype)
         return encoder.apply({"params": params}, context)
 
     def check_inputs(self, x, t, context, y, text_kv=None) -> tuple[int, int, int]:
