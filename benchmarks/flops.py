@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosjax.configs import DiTConfig, get_preset  # noqa: E402
+from cosjax.geometry import latent_grid, num_tokens  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,9 +217,7 @@ def step_cost(config: DiTConfig, tokens: int, batch: int = 1, cfg: bool = True, 
 
 def tokens_for(config: DiTConfig, frames: int, height: int, width: int, stride=(4, 8, 8)) -> int:
     """Video tokens of a frames x height x width video: latent grid / patch (4k+1 frames)."""
-    st, sh, sw = stride
-    pt, ph, pw = config.patch_size
-    return ((frames - 1) // st + 1) // pt * (height // sh // ph) * (width // sw // pw)
+    return num_tokens(latent_grid(frames, height, width, stride), config.patch_size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,19 +55,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cosjax.configs import get_vae  # noqa: E402
 from cosjax.models import vae  # noqa: E402
-from cosjax.weights.vae_keys import WAN21_VAE, WAN22_VAE  # noqa: E402
 
-MODELS = {"wan2.1": (WAN21_VAE, 480, 832), "wan2.2": (WAN22_VAE, 704, 1280)}
+MODELS = {"wan2.1": (get_vae("wan2.1"), 480, 832), "wan2.2": (get_vae("wan2.2"), 704, 1280)}
 GIB = 2**30
 
 
 def decode_memory(config: vae.VAEConfig, frames: int, height: int, width: int) -> dict:
     """Compiles decode for one [1, z, (F-1)/4+1, H/s, W/s] float32 latent; returns its memory in bytes."""
-    s = config.scale_factor_spatial
-    latents = jax.ShapeDtypeStruct(
-        (1, config.z_dim, (frames - 1) // 4 + 1, height // s, width // s), jnp.float32
-    )
+    latents = jax.ShapeDtypeStruct(vae.latent_shape((1, 3, frames, height, width), config), jnp.float32)
     params = vae.abstract_params(config)
     start = time.perf_counter()
     stats = vae.decode.lower(params, latents, config).compile().memory_analysis()

@@ -75,7 +75,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AbstractMesh
 
-from cosjax.configs import DiTConfig
+from cosjax.configs import DiTConfig, get_preset, preset_for
+from cosjax.geometry import latent_grid, num_tokens, padded_tokens, tokens_per_shard
 from cosjax.parallel import AXES, param_spec
 
 GiB = 2**30
@@ -270,18 +271,6 @@ def parameter_bytes(
     return per_device, layer
 
 
-def latent_grid(
-    frames: int, height: int, width: int, vae_stride: tuple[int, int, int]
-) -> tuple[int, int, int]:
-    """(T', H', W') = ((frames - 1) / s_t + 1, height / s_h, width / s_w); raises on a misfit size."""
-    st, sh, sw = vae_stride
-    if frames < 1 or (frames - 1) % st:
-        raise ValueError(f"frames must be {st} k + 1 for the VAE's time stride {st}, got {frames}")
-    if height % sh or width % sw:
-        raise ValueError(f"height x width {height}x{width} must be divisible by the VAE stride {sh}x{sw}")
-    return (frames - 1) // st + 1, height // sh, width // sw
-
-
 def _activation_terms(
     config: DiTConfig,
     b: int,
@@ -369,7 +358,7 @@ def plan_memory(
       cfg: classifier-free guidance (doubles the DiT batch).
       batch: videos per run.
       attention: "xla" (materialises [b, N_a, L, L] float32 logits) or "flash" (O(L) + one tile).
-      vae_stride: latent stride (t, h, w); None: (4, 16, 16) for TI2V, (4, 8, 8) otherwise.
+      vae_stride: latent stride (t, h, w); None: that of the model's preset (`configs.preset_for`).
       solver: "unipc" (3 latent-sized float32 history buffers) or "euler" (none).
       platform: "accelerator" (GPU/TPU) or "cpu", which adds XLA:CPU's float32 execution of
         bfloat16 matmuls (a float32 copy of one expert's weights, float32 activations).
@@ -393,22 +382,21 @@ def plan_memory(
     if solver not in ("unipc", "euler"):
         raise ValueError(f"solver must be 'unipc' or 'euler', got {solver!r}")
     if vae_stride is None:
-        vae_stride = (4, 16, 16) if config.model_type == "ti2v" else (4, 8, 8)
+        vae_stride = preset_for(config, num_experts).vae_stride
     grid = latent_grid(frames, height, width, vae_stride)
-    pt, ph, pw = config.patch_size
-    if grid[0] % pt or grid[1] % ph or grid[2] % pw:
-        raise ValueError(f"latent grid {grid} is not divisible by the patch size {config.patch_size}")
-    seq = (grid[0] // pt) * (grid[1] // ph) * (grid[2] // pw)
+    seq = num_tokens(grid, config.patch_size)
     dit_batch = batch * (2 if cfg else 1)
     data, fsdp, context, tensor = (mesh[a] for a in MESH_AXES)
     b = _ceil_div(dit_batch, data)
-    seq_local = _ceil_div(seq, context)
+    seq_local = tokens_per_shard(seq, context)
     heads = _ceil_div(config.num_heads, context * tensor)
     notes = []
     if dit_batch % data:
         notes.append(f"DiT batch {dit_batch} does not divide over data={data}: {b} per device (padded)")
     if seq % context:
-        notes.append(f"{seq} tokens do not divide over context={context}: padded to {seq_local * context}")
+        notes.append(
+            f"{seq} tokens do not divide over context={context}: padded to {padded_tokens(seq, context)}"
+        )
     if context > 1 and config.num_heads % (context * tensor):
         raise ValueError(
             f"context parallelism (Ulysses) needs num_heads ({config.num_heads}) divisible by context x "
@@ -614,8 +602,6 @@ def plan_preset(
 ) -> MemoryPlan:
     """`plan_memory` for a named preset (`cosjax.configs.PRESETS`): its DiT, all its experts, its VAE
     stride, and its default frame count and (width, height) unless given; kwargs go to `plan_memory`."""
-    from cosjax.configs import get_preset
-
     preset = get_preset(name)
     width, height = size or preset.sampling.size
     return plan_memory(

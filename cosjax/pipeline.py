@@ -4,7 +4,7 @@
     cond = pipe.condition(image=img, prompt_embeds=ctx, frames=33)
     out = jax.jit(pipe.sampler())(cond, jax.random.key(1))
 
-Sampling presets:
+Sampling presets are data (`cosjax.configs.SAMPLING_PRESETS`):
   * "official": the checkpoint's Wan2.x defaults (`configs.SamplingDefaults`): UniPC on the
     official grid, its steps, shift, per-expert guidance and MoE boundary.
   * "vbvr": what VBVR-Wan2.2 and the paper run (`paper-and-vbvr.md` 1.3): 50 Euler steps on the
@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from cosjax import preprocess
-from cosjax.configs import PRESETS, DiTConfig, ModelPreset, SamplingDefaults
+from cosjax import configs, geometry, preprocess
+from cosjax.configs import VAE_FILES, DiTConfig, ModelPreset, get_sampling_preset, preset_for
 from cosjax.memory import MemoryPlan, check_fits, plan_memory
 from cosjax.models import vae as vae_lib
 from cosjax.outputs import VIDEO_QUALITY, to_uint8, write_mp4
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # bytes, and sharded over every device otherwise (see `Pipeline.from_pretrained`).
 REPLICATE_LIMIT_BYTES = 2**30
 
-SAMPLING_PRESETS = ("official", "vbvr")
+SAMPLING_PRESETS = tuple(configs.SAMPLING_PRESETS)  # the names
 VBVR_SEED = 1
 # Wan's default negative prompt (`wan/configs/shared_config.py`, sample_neg_prompt), used by the
 # official pipelines and VBVR whenever no negative prompt is given.
@@ -56,55 +56,24 @@ WAN_NEGATIVE_PROMPT = (
 
 def sampler_settings(model: ModelPreset, preset: str, num_experts: int) -> SamplerSettings:
     """The SamplerSettings of sampling preset `preset` ("official" or "vbvr") for `model`."""
-    if preset == "official":
-        s: SamplingDefaults = model.sampling
-        boundary = s.boundary if num_experts == 2 else None
-        return SamplerSettings(s.steps, s.shift, s.guide_scale, boundary, grid="official", solver="unipc")
-    if preset == "vbvr":
-        boundary = 0.875 if num_experts == 2 else None
-        return SamplerSettings(
-            50, 5.0, (5.0, 5.0), boundary, grid="diffsynth", solver="euler", rounding="diffsynth"
-        )
-    raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
+    return SamplerSettings(**get_sampling_preset(preset).resolve(model, num_experts))
 
 
-def match_model(config: DiTConfig) -> ModelPreset:
-    """The named model whose DiT is `config`; a derived preset for unnamed architectures."""
-    for preset in PRESETS.values():
-        if preset.dit == config:
-            return preset
-    base = {"i2v": "wan2.2-i2v-a14b", "ti2v": "wan2.2-ti2v-5b"}.get(config.model_type, "wan2.1-t2v-1.3b")
-    return dataclasses.replace(PRESETS[base], name=f"custom-{config.model_type}", dit=config)
+def match_model(config: DiTConfig, num_experts: int | None = None) -> ModelPreset:
+    """The named model whose DiT is `config`; a derived preset for unnamed architectures
+    (`cosjax.configs.preset_for`)."""
+    return preset_for(config, num_experts)
 
 
 def default_vae_path(path: str | Path, model: ModelPreset) -> Path | None:
     """The VAE a model folder holds: `vae/` (converted or Diffusers), else the official repo's
-    root-level file (`Wan2.2_VAE.pth` for the 48-channel TI2V VAE, `Wan2.1_VAE.pth` otherwise)."""
+    root-level file of the model's VAE (`configs.VAE_FILES`: `Wan2.2_VAE.pth` for TI2V-5B)."""
     root = user_path(path)
-    official = "Wan2.2_VAE.pth" if model.vae_z_dim == 48 else "Wan2.1_VAE.pth"
+    official = VAE_FILES[model.vae]
     for candidate in (root / "vae", root / official):
         if candidate.is_dir() if candidate.name == "vae" else candidate.is_file():
             return candidate
     return None
-
-
-def check_frames(frames: int) -> int:
-    """Wan videos have 4k + 1 frames (the VAE's temporal stride is 4, plus the first frame)."""
-    if frames < 1 or (frames - 1) % 4:
-        raise ValueError(f"frame count {frames} is not of the form 4k + 1 (e.g. 33, 49, 81)")
-    return (frames - 1) // 4 + 1
-
-
-def check_size(height: int, width: int, model: ModelPreset) -> tuple[int, int]:
-    """Latent (H, W) of a (height, width) video; errors unless VAE stride x patch tiles it."""
-    _, sh, sw = model.vae_stride
-    _, ph, pw = model.dit.patch_size
-    if height <= 0 or width <= 0 or height % (sh * ph) or width % (sw * pw):
-        raise ValueError(
-            f"size {height}x{width} cannot be tiled: height must be a multiple of {sh * ph} and width of "
-            f"{sw * pw} (VAE stride {sh}x{sw} times patch {ph}x{pw})"
-        )
-    return height // sh, width // sw
 
 
 def image_to_array(image: Any) -> np.ndarray:
@@ -214,11 +183,10 @@ class Pipeline:
             runs once per distinct prompt (and not at all on a cache hit), and sharding costs less
             than moving 11 GB per call.
         """
-        if preset not in SAMPLING_PRESETS:
-            raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
+        get_sampling_preset(preset)  # an unknown name fails before any loading
         path = user_path(path)
         dit = load_dit(path, dtype=dtype, allow_nonfinite=allow_nonfinite, mesh=mesh)
-        model = match_model(dit.config)
+        model = match_model(dit.config, len(dit.experts))
         vae_path = user_path(vae) if vae is not None else default_vae_path(path, model)
         loaded_vae = VAE.load(vae_path, allow_nonfinite) if vae_path is not None else None
         te_path = user_path(text_encoder) if text_encoder is not None else path
@@ -294,9 +262,9 @@ class Pipeline:
                 f"this is a text-to-video model ({model.name}): it takes no image; drop image=, or load an "
                 "I2V or TI2V checkpoint"
             )
-        latent_frames = check_frames(model.sampling.frame_num if frames is None else frames)
+        st, sh, sw = model.vae_stride
+        latent_frames = geometry.latent_frames(model.sampling.frame_num if frames is None else frames, st)
         rgb = None if image is None else preprocess.load_rgb(image)
-        _, sh, sw = model.vae_stride
         height, width = preprocess.video_size(
             None if rgb is None else rgb.shape[:2],
             self.preset,
@@ -308,7 +276,7 @@ class Pipeline:
             width,
             max_area,
         )
-        lat_h, lat_w = check_size(height, width, model)
+        lat_h, lat_w = geometry.latent_size(height, width, (sh, sw), cfg_dit.patch_size)
         pixels = (
             None
             if rgb is None
@@ -323,7 +291,7 @@ class Pipeline:
         if cfg_dit.model_type == "i2v":
             if pixels is None:
                 raise ValueError("an I2V model needs an image")
-            video = jnp.zeros((1, 3, (latent_frames - 1) * 4 + 1, height, width), jnp.float32)
+            video = jnp.zeros((1, 3, geometry.pixel_frames(latent_frames, st), height, width), jnp.float32)
             video = video.at[:, :, 0].set(jnp.asarray(pixels))
             y = jnp.concatenate([i2v_mask(latent_frames, lat_h, lat_w), self._vae().encode(video)], axis=1)
         elif cfg_dit.model_type == "ti2v" and pixels is not None:
@@ -375,11 +343,13 @@ class Pipeline:
         `self.preset` does it (`cosjax.outputs.to_uint8`: truncation, in bf16 for "vbvr")."""
         return to_uint8(video, self.preset)
 
-    def save_video(self, video: jax.Array, path: str | Path, fps: int = 16) -> Path:
+    def save_video(self, video: jax.Array, path: str | Path, fps: int | None = None) -> Path:
         """Writes video [3, F, H, W] or [1, 3, F, H, W] in [-1, 1] as an mp4 (atomically), quantised and
-        encoded as the preset's reference writes it (imageio quality 8 official, 5 vbvr)."""
+        encoded as the preset's reference writes it (imageio quality 8 official, 5 vbvr), at `fps`
+        (None: the model's, `ModelPreset.fps`)."""
         frames = np.asarray(video)
         frames = self.video_uint8(frames[0] if frames.ndim == 5 else frames).transpose(1, 2, 3, 0)
+        fps = self.model.fps if fps is None else fps
         return write_mp4(path, frames, fps=fps, quality=VIDEO_QUALITY[self.preset])
 
     def _embed(self, text: str | None, embeds: jax.Array | None, what: str) -> jax.Array:

@@ -56,25 +56,24 @@ class PipelineSubject:
     """
 
     kind = "pipeline"
-    fps = 16
 
     def __init__(self, model: str | Path, data: str = "", preset: str = "vbvr", **pipeline_kwargs):
+        from cosjax.configs import get_sampling_preset
         from cosjax.data.vbvr_bench import inspect_bench
-        from cosjax.pipeline import SAMPLING_PRESETS, match_model, sampler_settings
+        from cosjax.pipeline import match_model, sampler_settings
         from cosjax.weights.store import peek_dit
 
         kind, root = parse_data(data)
         if kind != "vbvr-bench":
             raise ValueError(f"a Wan checkpoint runs on --data vbvr-bench:PATH, got {data!r}")
-        if preset not in SAMPLING_PRESETS:
-            raise ValueError(f"unknown sampling preset {preset!r}; use one of {', '.join(SAMPLING_PRESETS)}")
+        get_sampling_preset(preset)  # an unknown name fails before the bench is scanned
         self.bench_root = user_path(root)
         self.index = inspect_bench(self.bench_root)  # reports a malformed folder before any loading
         self.samples = self.index.samples
         self.path, self.preset, self.pipeline_kwargs = user_path(model), preset, pipeline_kwargs
         self._config, experts, self.dtype = peek_dit(self.path, pipeline_kwargs.get("dtype"))
         self.num_experts = len(experts)
-        self.model = match_model(self._config)
+        self.model = match_model(self._config, self.num_experts)
         self.defaults = sampler_settings(self.model, preset, self.num_experts)
         self.mesh, self._pipe = None, None
 
@@ -88,6 +87,11 @@ class PipelineSubject:
                 f"{self.path} has no VAE; experiments decode videos (pass a converted repo folder)"
             )
         self.mesh, self._pipe = mesh, pipe
+
+    @property
+    def fps(self) -> int:
+        """The frame rate videos are written at: the model's (`ModelPreset.fps`)."""
+        return self.model.fps
 
     @property
     def pipe(self):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.geometry import num_tokens
 from cosjax.parallel import axis_size, batch_axis
 from cosjax.plan import Plan
 from cosjax.sampling.sampler import Conditioning, Result, Sampler
@@ -213,7 +214,7 @@ def swap_layer(f: Sampler, layer: Index, step: Index | Sequence[int], source: ja
     def fn(cond, key, plan: Plan) -> Result:
         _unset(plan, "swap_source")
         b, cfg = cond.latent_shape[0], cond.negative is not None
-        tokens = int(np.prod(cond.latent_shape[2:])) // f.config.patch_volume
+        tokens = num_tokens(cond.latent_shape, f.config.patch_size)
         want = (step_idx.shape[0], 2 * b if cfg else b, tokens, f.config.dim)
         if tuple(source.shape) != want:
             raise ValueError(

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import cosjax as cj
-from cosjax.pipeline import WAN_NEGATIVE_PROMPT, Pipeline, check_frames
+from cosjax.geometry import latent_frames
+from cosjax.pipeline import WAN_NEGATIVE_PROMPT, Pipeline
 
 
 class PoolVAE:
@@ -112,7 +113,7 @@ def test_bad_inputs(pipe, caplog):
             image=image, prompt_embeds=jnp.ones((1, 600, 32)), negative_embeds=ctx, frames=9
         )
     assert cond.context.shape == (1, 512, 32) and "truncated to 512" in caplog.text
-    assert check_frames(81) == 21 and "JPEG" in WAN_NEGATIVE_PROMPT
+    assert latent_frames(81) == 21 and "JPEG" in WAN_NEGATIVE_PROMPT
 
 
 def test_prompts_go_through_the_text_encoder(ckpt, tmp_path):

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cosjax.geometry import round_up_frames
 from cosjax.outputs import quiet_fork
 from cosjax.paths import local_file, require_local, user_path
 
@@ -446,7 +447,7 @@ def generation_size(first_frame_hw: tuple[int, int], gt_frames: int) -> tuple[in
             f"sizes must be positive, got first_frame_hw={first_frame_hw}, gt_frames={gt_frames}"
         )
     height, width = -(-h // 16) * 16, -(-w // 16) * 16
-    frames = n if n % 4 == 1 else (n + 3) // 4 * 4 + 1
+    frames = round_up_frames(n, 4)
     return frames, height, width
 
 

@@ -27,9 +27,8 @@ latents_mean before decoding; the decoded video is clamped to [-1, 1].
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -37,104 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax import geometry
+from cosjax.configs import VAEConfig
+
 HIGHEST = jax.lax.Precision.HIGHEST
 Cache = dict[str, Any] | None
-
-# Diffusers' `AutoencoderKLWan` defaults, the Wan2.1 VAE's per-channel latent statistics.
-WAN21_LATENTS_MEAN = (
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
-)  # fmt: skip
-WAN21_LATENTS_STD = (
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
-)  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    """Architecture of a Wan VAE; field names follow Diffusers `AutoencoderKLWan`'s config.
-
-    Attributes:
-      base_dim: encoder base width (Wan2.1: 96, Wan2.2: 160).
-      decoder_base_dim: decoder base width; None means base_dim (Wan2.2: 256).
-      z_dim: latent channels (16 or 48).
-      dim_mult: width multipliers per level.
-      num_res_blocks: residual blocks per encoder level (the decoder has one more).
-      attn_scales: must be empty (no attention outside the middle blocks, as in both Wan VAEs).
-      temperal_downsample: per encoder level transition, whether time is halved (exactly two True).
-      is_residual: Wan2.2 blocks (AvgDown3D / DupUp3D shortcuts around each level).
-      in_channels: encoder input channels after patchify (3, or 12 with patch_size 2).
-      out_channels: decoder output channels before unpatchify.
-      patch_size: pixel patchify factor (None or 1: none; Wan2.2: 2).
-      scale_factor_temporal: time stride, 4.
-      scale_factor_spatial: total spatial stride (8, or 16 with patch_size 2).
-      latents_mean, latents_std: per-channel latent statistics, z_dim entries each.
-    """
-
-    base_dim: int = 96
-    decoder_base_dim: int | None = None
-    z_dim: int = 16
-    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
-    num_res_blocks: int = 2
-    attn_scales: tuple[float, ...] = ()
-    temperal_downsample: tuple[bool, ...] = (False, True, True)
-    is_residual: bool = False
-    in_channels: int = 3
-    out_channels: int = 3
-    patch_size: int | None = None
-    scale_factor_temporal: int = 4
-    scale_factor_spatial: int = 8
-    latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
-    latents_std: tuple[float, ...] = WAN21_LATENTS_STD
-
-    def __post_init__(self):
-        for name in ("dim_mult", "attn_scales", "temperal_downsample", "latents_mean", "latents_std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "temperal_downsample", tuple(bool(t) for t in self.temperal_downsample))
-        if self.attn_scales:
-            raise ValueError(f"attn_scales={self.attn_scales} is not supported (Wan VAEs use [])")
-        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
-            raise ValueError(
-                f"temperal_downsample needs {len(self.dim_mult) - 1} entries, got {self.temperal_downsample}"
-            )
-        if sum(self.temperal_downsample) != 2 or self.scale_factor_temporal != 4:
-            raise ValueError("only a temporal stride of 4 (two temporal downsamples) is supported")
-        spatial = self.patch * 2 ** (len(self.dim_mult) - 1)
-        if self.scale_factor_spatial != spatial:
-            raise ValueError(
-                f"scale_factor_spatial {self.scale_factor_spatial} != {spatial} implied by the config"
-            )
-        if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
-            raise ValueError(f"latents_mean and latents_std need z_dim={self.z_dim} entries each")
-
-    @property
-    def patch(self) -> int:
-        return self.patch_size or 1
-
-    @property
-    def video_channels(self) -> int:
-        """Pixel channels of the video (in_channels before patchify)."""
-        return self.in_channels // self.patch**2
-
-    @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any]) -> VAEConfig:
-        """From a Diffusers `config.json` dict.
-
-        Keys starting with '_', 'dropout' and inference-only switches that do not change the weights
-        (e.g. 'clip_output', written by newer Diffusers conversion scripts) are ignored.
-
-        Raises:
-          ValueError on any other key that is not an `AutoencoderKLWan` architecture field.
-        """
-        fields = {f.name for f in dataclasses.fields(cls)}
-        ignored = {"dropout", "clip_output"}
-        kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k not in ignored}
-        unknown = sorted(set(kwargs) - fields)
-        if unknown:
-            raise ValueError(f"unknown VAE config key(s) {unknown}")
-        return cls(**kwargs)
-
 
 # ----------------------------------------------------------------------------------------------
 # Layers. x is [B, T, H, W, C] float32 unless stated otherwise.
@@ -568,13 +474,8 @@ def _check_video(video: jax.Array, config: VAEConfig) -> None:
         raise ValueError(
             f"video must be [B, {config.video_channels}, F, H, W], got shape {tuple(video.shape)}"
         )
-    f, h, w = video.shape[2:]
-    t = config.scale_factor_temporal
-    if (f - 1) % t:
-        raise ValueError(f"the frame count must be {t}k+1 (1, 5, 9, ...), got {f}")
     s = config.scale_factor_spatial
-    if h % s or w % s:
-        raise ValueError(f"height and width must be multiples of {s}, got {h}x{w}")
+    geometry.latent_grid(*video.shape[2:], (config.scale_factor_temporal, s, s))
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -638,4 +539,4 @@ def latent_shape(video_shape: Sequence[int], config: VAEConfig) -> tuple[int, in
     """[B, 3, F, H, W] -> the [B, z_dim, T, h, w] that `encode` returns."""
     b, _, f, h, w = video_shape
     s = config.scale_factor_spatial
-    return b, config.z_dim, (f - 1) // config.scale_factor_temporal + 1, h // s, w // s
+    return geometry.latent_shape(b, config.z_dim, f, h, w, (config.scale_factor_temporal, s, s))

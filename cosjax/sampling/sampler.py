@@ -44,6 +44,7 @@ import numpy as np
 from flax import struct
 
 from cosjax.configs import DiTConfig
+from cosjax.geometry import num_tokens
 from cosjax.models.dit import WanDiT, host_timestep_embedding
 from cosjax.plan import Plan
 from cosjax.sampling.schedules import Schedule, make_schedule
@@ -212,7 +213,7 @@ def make_sampler(
             context = jnp.concatenate([context, _pad_text(cond.negative, config.text_len)])
         y = None if cond.y is None else (jnp.concatenate([cond.y, cond.y]) if cfg else cond.y)
         first_frame_tokens = _first_frame_token_mask(shape, config) if cond.first_frame is not None else None
-        tokens = int(np.prod(shape[2:])) // config.patch_volume
+        tokens = num_tokens(shape, config.patch_size)
         batch = 2 * b if cfg else b
         carry = (x, solver.init(x), _init_buffers(plan, b, batch, tokens, config.dim))
 
