@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.configs import SAMPLING_PRESETS
 from cosjax.outputs import scale_to_uint8
 
-PRESETS = ("official", "vbvr")
+PRESETS = tuple(SAMPLING_PRESETS)  # the first-frame rules, one per sampling preset
 
 
 def load_rgb(image: Any) -> np.ndarray:

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.geometry import latent_frames  # re-exported: the toy strides time by its own factor
 from cosjax.toy.config import IMAGE_CHANNELS, MASK_CHANNELS
 
 
@@ -58,13 +59,6 @@ def pool_frames(x, pool: int) -> jax.Array:
         return jnp.asarray(x)
     b, c, f, h, w = x.shape
     return jnp.asarray(x).reshape(b, c, f, h // pool, pool, w // pool, pool).mean((4, 6))
-
-
-def latent_frames(frames: int, stride: int = 1) -> int:
-    """Latent frames of a `frames`-frame video at temporal stride `stride` ((frames - 1) % stride == 0)."""
-    if frames < 1 or (frames - 1) % stride:
-        raise ValueError(f"{frames} frames cannot be strided by {stride}: need frames = {stride} k + 1")
-    return (frames - 1) // stride + 1
 
 
 def encode_videos(
