@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import cosjax as cj
+from cosjax.interventions.capture import EnergyLayers
 from cosjax.models.attention import chunked_attention, xla_attention
 from cosjax.models.dit import TextKV
 
@@ -82,7 +83,7 @@ def test_cached_forward_keeps_the_plan_seam():
     params = cj.init_params(cfg, jax.random.key(0))
     x, t, context, y = _inputs(cfg)
     module = cj.WanDiT(cfg)
-    plan = cj.LayerPlan(energy=True)
+    plan = EnergyLayers()  # the per-layer token-energy view of `capture`
     v0, (ys0, _) = jax.jit(lambda p: module.apply({"params": p}, x, t, context, y, plan=plan))(params)
     kv = jax.jit(module.encode_text)(params, context)
     run = jax.jit(lambda p, kv: module.apply({"params": p}, x, t, None, y, plan=plan, text_kv=kv))

@@ -15,7 +15,7 @@ from helpers.numerics import relative_error
 
 import cosjax as cj
 from cosjax import transforms as T
-from cosjax.plan import LayerPlan
+from cosjax.interventions.capture import EnergyLayers
 from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler
 
 STEPS = 6
@@ -64,7 +64,7 @@ def _manual_run(sampler, cond, experts, key, noise_step=None, noise_frame=None, 
             x = x.at[:, :, noise_frame].set(jax.random.normal(k_frame, SHAPE)[:, :, noise_frame])
         name, _, _, scale = next(s for s in sampler.segments if s[1] <= i < s[2])
         t = jnp.full((2,), ts[i])
-        plan = LayerPlan(energy=True)
+        plan = EnergyLayers()
         v2, (ys, _) = module.apply({"params": experts[name]}, jnp.concatenate([x, x]), t, ctx, y, plan=plan)
         v = v2[1:] + scale * (v2[:1] - v2[1:])
         x0s.append(x - sig[i] * v)
@@ -207,7 +207,42 @@ def test_bad_indices_are_refused_before_compiling(moe):
         T.ensemble(sampler, layers=[])
     with pytest.raises(ValueError, match="seeds must be >= 1"):
         T.ensemble(sampler, seeds=0)
-    with pytest.raises(ValueError, match="cannot be applied twice"):
-        T.capture(T.capture(sampler, [0], [0]), [1], [1])(cond, KEY)
     with pytest.raises(ValueError, match="latents have 48 channels; the model makes 16"):
         sampler(cond.replace(latent_shape=(1, 48, 3, 4, 4)), KEY)
+
+
+def test_interventions_of_one_kind_compose(moe):
+    sampler, cond, _ = moe
+    one = jax.jit(T.capture(sampler, layers=[0], steps=[0]))(cond, KEY).trace.energy
+    other = jax.jit(T.capture(sampler, layers=[1, 0], steps=[1, 2]))(cond, KEY).trace.energy
+    both = jax.jit(T.capture(T.capture(sampler, [0], [0]), [1, 0], [1, 2]))(cond, KEY)
+    first, second = both.trace.all("energy")  # plan order: outermost transform first
+    assert relative_error(first, other) <= 1e-5 and relative_error(second, one) <= 1e-5
+    with pytest.raises(ValueError, match=r"2 interventions record 'energy': use trace.all\('energy'\)"):
+        _ = both.trace.energy
+
+    # two swaps at different layers and steps, each with the run's own states: the plain run again
+    captured = jax.jit(T.capture(sampler, layers=[0, 1], steps=[2, 3], what="hidden"))(cond, KEY)
+    own = captured.trace.hidden  # [2 steps, 2 layers, 2B, L, D]
+    f = T.swap_layer(T.swap_layer(sampler, 0, 2, own[0, 0]), 1, 3, own[1, 1])
+    assert relative_error(jax.jit(f)(cond, KEY).latents, captured.latents) <= 1e-5
+    # with other states each swap acts: the pair differs from either swap alone
+    a, b = own[0, 0][::-1] + 1.0, own[1, 1][::-1] + 1.0
+    pair = jax.jit(T.swap_layer(T.swap_layer(sampler, 0, 2, a), 1, 3, b))(cond, KEY).latents
+    for alone in (T.swap_layer(sampler, 0, 2, a), T.swap_layer(sampler, 1, 3, b)):
+        assert relative_error(pair, jax.jit(alone)(cond, KEY).latents) > 1e-3
+    # at the same layer and step the inner swap acts last, so it wins
+    same = jax.jit(T.swap_layer(T.swap_layer(sampler, 0, 2, a), 0, 2, b))(cond, KEY).latents
+    assert relative_error(same, jax.jit(T.swap_layer(sampler, 0, 2, a))(cond, KEY).latents) <= 1e-5
+
+
+def test_plan_applies_edits_before_reads(moe):
+    sampler, cond, _ = moe
+    source = jax.jit(T.capture(sampler, layers=[1], steps=[2], what="hidden"))(cond, KEY).trace.hidden[:, 0]
+    source = source[:, ::-1] + 1.0
+    # the capture sees the swapped stream whichever transform is outermost
+    for f in (
+        T.capture(T.swap_layer(sampler, 1, 2, source), [1], [2], what="hidden"),
+        T.swap_layer(T.capture(sampler, [1], [2], what="hidden"), 1, 2, source),
+    ):
+        np.testing.assert_array_equal(jax.jit(f)(cond, KEY).trace.hidden[:, 0], source)

@@ -168,7 +168,8 @@ class Block(nn.Module):
       context: [B, text_len, D] embedded text in the compute dtype (None when kv is given).
       rope: (cos, sin) float32 [L, head_dim/2].
       kv_len: int32 [B] number of real tokens (keys beyond are padding), or None.
-      plan: the intervention plan, applied after the block.
+      plan: the step's intervention view (`LayerPlan`): `branch_output` on each residual branch,
+        `after_block` after the block.
 
     Returns:
       ((x, state), ys): the new carry and the plan's per-layer outputs.
@@ -195,15 +196,18 @@ class Block(nn.Module):
 
         h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dt)
         y = Attention(cfg, dt, pdt, self.backend, self.fuse_qkv, name="self_attn")(h, h, rope, kv_len)
+        y, state = plan.branch_output(layer, "self_attn", y, state)
         x = x + y.astype(jnp.float32) * gate
 
         h = AffineLayerNorm(cfg.eps, pdt, name="cross_norm")(x).astype(dt)
         cross = Attention(cfg, dt, pdt, self.backend, name="cross_attn")(h, context, kv=kv)
+        cross, state = plan.branch_output(layer, "cross_attn", cross, state)
         x = x + cross.astype(jnp.float32)
 
         h = (layer_norm(x, cfg.eps) * (1 + c_scale) + c_shift).astype(dt)
         h = nn.gelu(_dense(cfg.ffn_dim, dt, pdt, "fc1")(h), approximate=True)
         y = _dense(cfg.dim, dt, pdt, "fc2")(h)
+        y, state = plan.branch_output(layer, "ffn", y, state)
         x = x + y.astype(jnp.float32) * c_gate
         x, state, ys = plan.after_block(layer, x, state)
         return (x, state), ys
@@ -429,7 +433,8 @@ class WanDiT(nn.Module):
             when `text_kv` is given.
           y: [B, C_y, T, H, W] conditioning concatenated after x on channels (I2V: 4 mask + 16
             image-latent channels), or None.
-          plan: the per-step intervention plan (`cosjax.plan.LayerPlan`); None means none.
+          plan: the per-step intervention view (`cosjax.plan.LayerPlan`, e.g. `Plan.at_step`);
+            None means none.
           text_kv: the cross-attention K/V of the text from `encode_text` (computed once per run and
             reused at every step), or None to embed `context` here.
           t_freq: the sinusoid of t, float [B, freq_dim] or [B, L, freq_dim] (e.g. the float64

@@ -46,7 +46,7 @@ from flax import struct
 from cosjax.configs import DiTConfig
 from cosjax.geometry import num_tokens
 from cosjax.models.dit import WanDiT, host_timestep_embedding
-from cosjax.plan import Plan
+from cosjax.plan import Plan, RunInfo
 from cosjax.sampling.schedules import Schedule, make_schedule
 from cosjax.sampling.solvers import make_solver
 
@@ -76,19 +76,40 @@ class Conditioning:
 
 @struct.dataclass
 class Trace:
-    """What a plan asked to record (None where not asked).
+    """What a plan asked to record.
 
     Attributes:
-      x0: float32 [S, B, C, T, H, W] x0_hat = x_s - sigma_s v (CFG-combined v) at every step.
-      energy: float32 [S_e, K_e, B, L] per-token L2 norm of the chosen layers' residual streams
-        (conditional branch) at the chosen steps.
-      hidden: float32 [S_h, K_h, 2B (B without CFG), L, D] residual streams at the chosen
-        layers and steps.
+      x0: float32 [S, B, C, T, H, W] x0_hat = x_s - sigma_s v (CFG-combined v) at every step, or None.
+      records: one dict per plan intervention, in plan order (`cosjax.plan.Plan`), name -> array
+        ({} for interventions that record nothing).
+
+    The records by name (`capture`): `energy` float32 [S_e, K_e, B, L], the per-token L2 norm of the
+    chosen layers' residual streams (conditional branch) at the chosen steps; `hidden` float32
+    [S_h, K_h, 2B (B without CFG), L, D], residual streams at the chosen layers and steps. The
+    properties give the one record of that name (None when none; `all(name)` when several).
     """
 
     x0: jax.Array | None = None
-    energy: jax.Array | None = None
-    hidden: jax.Array | None = None
+    records: tuple[dict[str, jax.Array], ...] = ()
+
+    def all(self, name: str) -> tuple[jax.Array, ...]:
+        """Every record named `name`, in plan order."""
+        return tuple(r[name] for r in self.records if name in r)
+
+    def one(self, name: str) -> jax.Array | None:
+        """The record named `name`; None when no intervention records it; ValueError when several do."""
+        found = self.all(name)
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} interventions record {name!r}: use trace.all({name!r})")
+        return found[0] if found else None
+
+    @property
+    def energy(self) -> jax.Array | None:
+        return self.one("energy")
+
+    @property
+    def hidden(self) -> jax.Array | None:
+        return self.one("hidden")
 
 
 @struct.dataclass
@@ -215,12 +236,13 @@ def make_sampler(
         first_frame_tokens = _first_frame_token_mask(shape, config) if cond.first_frame is not None else None
         tokens = num_tokens(shape, config.patch_size)
         batch = 2 * b if cfg else b
-        carry = (x, solver.init(x), _init_buffers(plan, b, batch, tokens, config.dim))
+        run = RunInfo(b, batch, tokens, config.dim, schedule.steps, config.num_layers, shape)
+        carry = (x, solver.init(x), plan.init(run))
 
         def step(params, text_kv, scale, carry, i):
-            x, solver_state, buffers = carry
-            x = _impose_first_frame(_apply_noise(plan, x, i, jax.random.fold_in(key_plan, i)), cond)
-            x = rnd(x)
+            x, solver_state, records = carry
+            x, records = plan.before_model(x, i, jax.random.fold_in(key_plan, i), records)
+            x = rnd(_impose_first_frame(x, cond))
             t = jnp.full((b,), timesteps[i])
             t_freq = jnp.broadcast_to(t_freq_table[i], (b, config.freq_dim))
             if first_frame_tokens is not None:  # TI2V: latent frame 0 is clean (t = 0)
@@ -238,8 +260,8 @@ def make_sampler(
                 v = rnd(v[b:] + rnd(scale * rnd(v[:b] - v[b:])))
             solver_state, x_next, x0 = solver.step(solver_state, i, x, v)
             x_next = _impose_first_frame(x_next, cond)
-            buffers = _update_buffers(plan, buffers, i, ys, state, b)
-            return (x_next, solver_state, buffers), (x0 if plan.trace_x0 else None)
+            records = plan.after_model(records, i, ys, state, run)
+            return (x_next, solver_state, records), (x0 if plan.trace_x0 else None)
 
         traces = []
         for name, start, end, scale in segments:
@@ -248,9 +270,9 @@ def make_sampler(
             body = lambda c, i, p=params, kv=text_kv, s=scale: step(p, kv, s, c, i)  # noqa: E731
             carry, x0 = jax.lax.scan(body, carry, jnp.arange(start, end, dtype=jnp.int32))
             traces.append(x0)
-        x, _, buffers = carry
+        x, _, records = carry
         x0 = jnp.concatenate(traces) if plan.trace_x0 else None
-        return Result(latents=x, trace=Trace(x0=x0, **buffers))
+        return Result(latents=x, trace=Trace(x0=x0, records=plan.record(records)))
 
     return Sampler(sample, config, schedule, segments)
 
@@ -316,42 +338,3 @@ def _first_frame_token_mask(shape: tuple[int, ...], config: DiTConfig) -> np.nda
     mask = np.zeros(grid, bool)
     mask[0] = True  # patch frame 0 holds latent frame 0
     return mask.reshape(-1)
-
-
-def _apply_noise(plan: Plan, x: jax.Array, i: jax.Array, key: jax.Array) -> jax.Array:
-    key_step, key_frame = jax.random.split(key)
-    if plan.noise_steps is not None:
-        x = jnp.where(plan.noise_steps[i], jax.random.normal(key_step, x.shape, x.dtype), x)
-    if plan.noise_frames is not None:
-        mask = plan.noise_frames[None, None, :, None, None] & plan.noise_frame_steps[i]
-        x = jnp.where(mask, jax.random.normal(key_frame, x.shape, x.dtype), x)
-    return x
-
-
-def _init_buffers(plan: Plan, b: int, batch: int, tokens: int, dim: int) -> dict:
-    buffers = {}
-    if plan.energy_layers is not None:
-        shape = (plan.energy_steps.shape[0], plan.energy_layers.shape[0], b, tokens)
-        buffers["energy"] = jnp.zeros(shape, jnp.float32)
-    if plan.hidden_layers is not None:
-        shape = (plan.hidden_steps.shape[0], plan.hidden_layers.shape[0], batch, tokens, dim)
-        buffers["hidden"] = jnp.zeros(shape, jnp.float32)
-    return buffers
-
-
-def _update_buffers(plan: Plan, buffers: dict, i: jax.Array, ys: dict, state, b: int) -> dict:
-    buffers = dict(buffers)
-    if "energy" in buffers:
-        hit = plan.energy_steps == i
-        energy = ys["energy"][plan.energy_layers][:, :b]  # [K_e, B, L], conditional branch
-        updated = jax.lax.dynamic_update_index_in_dim(buffers["energy"], energy, jnp.argmax(hit), 0)
-        buffers["energy"] = jnp.where(jnp.any(hit), updated, buffers["energy"])
-    if "hidden" in buffers:
-        hit = plan.hidden_steps == i
-        buffers["hidden"] = jax.lax.cond(
-            jnp.any(hit),
-            lambda buf: jax.lax.dynamic_update_index_in_dim(buf, state, jnp.argmax(hit), 0),
-            lambda buf: buf,
-            buffers["hidden"],
-        )
-    return buffers
