@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 import cosjax as cj  # noqa: E402
 from cosjax import transforms as T  # noqa: E402
+from cosjax.interventions.cross_attention import ablate_cross_attention  # noqa: E402
 from cosjax.parallel import make_mesh, shard_params  # noqa: E402
 from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler  # noqa: E402
 
@@ -98,6 +99,25 @@ def run(what: str, mesh_spec: str) -> dict:
                 str(out.latents.sharding.spec[0]) if out.latents.sharding.spec else "None"
             )
         return result
+    if what == "interventions":  # token-shaped plan data (swap source, captures) on a padded sequence
+        plain = make_sampler(CONFIG, params, settings)
+        source = jax.jit(T.capture(plain, [1], [1], "hidden"))(cond, key).trace.hidden[:, 0] + 0.5
+
+        def build(p):
+            s = ablate_cross_attention(make_sampler(CONFIG, p, settings), [0], [2])
+            s = T.swap_layer(T.swap_layer(s, 1, 1, source), 2, 1, source[:, ::-1])
+            return T.capture(T.capture(s, [0, 2], [0, 3]), [1, 2], [1, 2], what="hidden")
+
+        ref = jax.jit(build(params))(cond, key)
+        with jax.set_mesh(mesh):
+            sharded = {name: shard_params(p, mesh) for name, p in params.items()}
+            out = jax.jit(build(sharded))(cond, key)
+        return {
+            "rel": rel(out.latents, ref.latents),
+            "rel_energy": rel(out.trace.energy, ref.trace.energy),
+            "rel_hidden": rel(out.trace.hidden, ref.trace.hidden),
+            "hidden_shape": list(out.trace.hidden.shape),
+        }
     if what == "restore":
         return restore(sizes)
     raise ValueError(what)

@@ -54,6 +54,14 @@ def test_sampler_and_composed_transform_sharded(what):
         assert result["seed_axis_spec"] == "data"  # the seeds are sharded over the data axis
 
 
+def test_interventions_pad_and_trim_their_token_data_sharded():
+    # 27 tokens on a context axis of 2: swap sources are padded, captures trimmed back to 27 tokens
+    result = _run("interventions", "data=2,fsdp=2,context=2")
+    print(result)
+    assert result["hidden_shape"] == [2, 2, 2, 27, 96]
+    assert max(result["rel"], result["rel_energy"], result["rel_hidden"]) <= 1e-5
+
+
 def test_parameter_specs():
     mesh = AbstractMesh((2, 4, 1, 2), AXES)
     cfg = cj.get_preset("wan2.2-i2v-a14b").dit
