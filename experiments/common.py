@@ -404,3 +404,15 @@ def complete(setup: Setup) -> bool:
     sees it, on every process."""
     ids = [c.id for c in setup.cases]
     return setup.folder.finished_ids(ids) == set(ids)
+
+
+def run_and_finish(
+    setup: Setup, compute, finish, progress: bool = True, stop_after: int | None = None
+) -> dict:
+    """An experiment's run: `run_cases_for`, then, once every case has its record, `finish()` (the
+    summary dict) with "computed" (the ids computed now) added; after a `stop_after` stop just
+    {"computed": ids}."""
+    done = run_cases_for(setup, compute, progress, stop_after)
+    if not complete(setup):
+        return {"computed": done}
+    return finish() | {"computed": done}

@@ -127,10 +127,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             records.append(record)
         return records
 
-    done = common.run_cases_for(setup, compute, progress, stop_after)
-    if not common.complete(setup):
-        return {"computed": done}
-    return finish(setup, config) | {"computed": done}
+    return common.run_and_finish(setup, compute, lambda: finish(setup, config), progress, stop_after)
 
 
 def finish(setup, config: Config) -> dict:

@@ -112,10 +112,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             for b, case in enumerate(cases)
         ]
 
-    done = common.run_cases_for(setup, compute, progress, stop_after)
-    if not common.complete(setup):
-        return {"computed": done}
-    return finish(setup, perturb) | {"computed": done}
+    return common.run_and_finish(setup, compute, lambda: finish(setup, perturb), progress, stop_after)
 
 
 def finish(setup, perturb: list[int]) -> dict:

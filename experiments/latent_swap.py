@@ -116,10 +116,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             )
         return records
 
-    done = common.run_cases_for(setup, compute, progress, stop_after)
-    if not common.complete(setup):
-        return {"computed": done}
-    return finish(setup, layers) | {"computed": done}
+    return common.run_and_finish(setup, compute, lambda: finish(setup, layers), progress, stop_after)
 
 
 def finish(setup, layers: list[int]) -> dict:

@@ -82,10 +82,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             )
         return records
 
-    done = common.run_cases_for(setup, compute, progress, stop_after)
-    if not common.complete(setup):
-        return {"computed": done}
-    return finish(setup) | {"computed": done}
+    return common.run_and_finish(setup, compute, lambda: finish(setup), progress, stop_after)
 
 
 def _drops(rows, field: str) -> list[float | None]:

@@ -90,10 +90,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             )
         return records
 
-    done = common.run_cases_for(setup, compute, progress, stop_after)
-    if not common.complete(setup):
-        return {"computed": done}
-    return finish(setup, config, steps) | {"computed": done}
+    return common.run_and_finish(setup, compute, lambda: finish(setup, config, steps), progress, stop_after)
 
 
 def finish(setup, config: Config, steps: int) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-from test_paths import bucket  # noqa: F401  (fixture: gs:// served from a local folder)
-from test_vbvr_bench import make_bench, write_manifest
+from helpers.bench import make_bench, write_manifest
+from helpers.fakes import failing_python
 
 from cosjax import evalkit as ek
 from cosjax.data import vbvr_bench as vb
@@ -196,18 +196,6 @@ def test_parse_results_reads_the_evalkit_format(tmp_path):
 # --- the EvalKit's interpreter, its pre-flight check, scoring failures ------------------------------
 
 
-def failing_python(tmp_path: Path) -> Path:
-    """An interpreter without the EvalKit's requirements: every run fails as a Python without cv2."""
-    exe = tmp_path / "bin" / "python-without-cv2"
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    exe.write_text(
-        "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n"
-        "echo \"ModuleNotFoundError: No module named 'cv2'\" >&2\nexit 1\n"
-    )
-    exe.chmod(0o755)
-    return exe
-
-
 def test_interpreter_setting_then_environment_then_our_own(tmp_path, monkeypatch):
     import sys
 
@@ -341,7 +329,7 @@ def test_the_real_evalkit_scores_our_videos(bench, tmp_path):
     assert summary["evalkit_reported"]["overall"] == pytest.approx(summary["skip_missing"]["overall"])
 
 
-def test_a_run_folder_and_bench_on_a_bucket_are_scored_through_local_copies(bench, tmp_path, bucket):  # noqa: F811
+def test_a_run_folder_and_bench_on_a_bucket_are_scored_through_local_copies(bench, tmp_path, bucket):
     """`cosjax score gs://...`: the EvalKit reads plain files, so it scores temporary local copies of
     the videos and ground truth; the scores equal a local run's and land in the bucket."""
     import sys

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_vbvr_bench
-from test_vbvr_bench import make_bench
+from helpers.bench import make_bench
+from helpers.fakes import failing_python
 
 import cosjax as cj
 import experiments
@@ -28,9 +28,7 @@ def model(repo):
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """Two samples per task, both 9-frame GT videos (so a task's samples can be swapped)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(test_vbvr_bench, "GT_FRAMES", (9, 9))
-        return make_bench(tmp_path_factory.mktemp("bench") / "VBVR-Bench-Data")
+    return make_bench(tmp_path_factory.mktemp("bench") / "VBVR-Bench-Data", gt_frames=(9, 9))
 
 
 def run(name, model, bench, out, **overrides):
@@ -102,8 +100,6 @@ def test_absent_sample_and_failed_scoring_keep_the_run_and_cosjax_score_retries(
     import logging
     import shutil
     import sys
-
-    from test_evalkit import failing_python
 
     from cosjax.cli import main
 

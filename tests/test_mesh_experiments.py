@@ -28,8 +28,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import test_vbvr_bench
-from test_vbvr_bench import make_bench
+from helpers.bench import make_bench
 
 import cosjax as cj
 
@@ -50,16 +49,13 @@ def model(repo):
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """One task per split, two 9-frame 16x32 samples each (the latent swap's alternative is the other)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(test_vbvr_bench, "GT_FRAMES", (9, 9))
-        mp.setattr(test_vbvr_bench, "H", 16)  # 16x32 frames: 2 x 3 latent frames x 1 x 2 patches
-        mp.setattr(test_vbvr_bench, "W", 32)
-        tasks = {
-            "In-Domain_50": ["G-3_stable_sort_data-generator"],
-            "Out-of-Domain_50": ["O-39_maze_data-generator"],
-        }
-        mp.setattr(test_vbvr_bench, "TASKS", tasks)
-        return make_bench(tmp_path_factory.mktemp("bench") / "VBVR-Bench-Data")
+    tasks = {
+        "In-Domain_50": ["G-3_stable_sort_data-generator"],
+        "Out-of-Domain_50": ["O-39_maze_data-generator"],
+    }
+    root = tmp_path_factory.mktemp("bench") / "VBVR-Bench-Data"
+    # 16x32 frames: 2 x 3 latent frames x 1 x 2 patches
+    return make_bench(root, tasks=tasks, gt_frames=(9, 9), size=(16, 32))
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ import stat
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from test_vbvr_bench import make_bench
+from helpers.bench import make_bench
 
 import cosjax as cj
 from cosjax.cli import main as cli_main
@@ -255,52 +254,6 @@ def test_stale_temp_folders_of_dead_writers_are_cleaned(tmp_path):
 
 
 # ---- issue 16 item 4: gs:// URLs through etils.epath, on a local stand-in ----------------------
-
-
-@pytest.fixture
-def bucket(tmp_path, monkeypatch):
-    """`gs://...` served from `tmp_path/gcs/...`: fsspec's `gcs` implementation (gcsfs in real use)
-    is replaced by a local folder, so every read and write of a gs:// URL goes through exactly the code
-    a real one does (cosjax.paths -> etils.epath's fsspec backend -> fsspec.filesystem("gcs")).
-
-    Orbax reads gs:// through tensorstore's own GCS driver, which no stand-in reaches offline: its
-    `load_pytree` is wrapped to check that the URL arrives intact and to read the same folder locally.
-    """
-    import fsspec  # noqa: F401  (loads fsspec.registry)
-    from etils.epath import backend, gpath
-    from fsspec.implementations.dirfs import DirFileSystem
-    from fsspec.implementations.local import LocalFileSystem
-    from orbax.checkpoint.experimental import v1 as ocp
-
-    root = tmp_path / "gcs"
-    root.mkdir()
-
-    class LocalBucket(DirFileSystem):
-        protocol = ("gs", "gcs")
-
-        def __init__(self, *args, finalize_on_close=False, **kwargs):  # gcsfs's option, as epath passes it
-            super().__init__(path=str(root), fs=LocalFileSystem(), **kwargs)
-
-        def _join(self, path):
-            if isinstance(path, str):
-                path = path.removeprefix("gs://")
-            return super()._join(path)
-
-    monkeypatch.setitem(sys.modules["fsspec.registry"]._registry, "gcs", LocalBucket)
-    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)  # epath's gs:// backend: fsspec
-    backend.fsspec_backend._get_filesystem.cache_clear()
-    read, orbax_urls = ocp.load_pytree, []
-
-    def load_pytree(path, *args, **kwargs):
-        if isinstance(path, Path):  # a local path: orbax reads it itself
-            return read(path, *args, **kwargs)
-        assert str(path).startswith("gs://bucket/"), path  # a URL, intact (not collapsed to gs:/)
-        orbax_urls.append(str(path))
-        return read(root / str(path).removeprefix("gs://"), *args, **kwargs)
-
-    monkeypatch.setattr(ocp, "load_pytree", load_pytree)
-    yield types.SimpleNamespace(root=root, orbax_urls=orbax_urls)
-    backend.fsspec_backend._get_filesystem.cache_clear()
 
 
 def test_user_path_keeps_urls_and_makes_local_paths_absolute(tmp_path, monkeypatch):

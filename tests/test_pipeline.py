@@ -9,23 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.fakes import PoolVAE
 
 import cosjax as cj
 from cosjax.geometry import latent_frames
 from cosjax.pipeline import WAN_NEGATIVE_PROMPT, Pipeline
-
-
-class PoolVAE:
-    """A stand-in VAE with the Wan2.1 geometry (4x8x8, causal first frame, 16 channels): averages
-    pixel blocks. It lets the conditioning layout be tested without VAE weights."""
-
-    def encode(self, video):
-        b, c, f, h, w = video.shape
-        first = video[:, :, :1]
-        rest = video[:, :, 1:].reshape(b, c, (f - 1) // 4, 4, h, w).mean(3) if f > 1 else video[:, :, :0]
-        x = jnp.concatenate([first, rest], axis=2)
-        x = x.reshape(b, c, x.shape[2], h // 8, 8, w // 8, 8).mean((4, 6))
-        return jnp.concatenate([x] * 5 + [x[:, :1]], axis=1)  # 16 channels
 
 
 @pytest.fixture(scope="module")

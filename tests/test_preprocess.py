@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.fakes import PoolVAE
 from PIL import Image
 
 from cosjax import preprocess
@@ -105,7 +106,6 @@ def test_pipeline_conditions_by_preset(tmp_path):
     """Pipeline.condition: vbvr takes a 70x50 image to 80x64 (PIL bicubic), official sizes it from
     max_area and resizes with torch's bicubic."""
     from helpers.torch_refs import make_reference, save_official
-    from test_pipeline import PoolVAE
 
     import cosjax as cj
 

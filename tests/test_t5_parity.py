@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from helpers.layouts import official_t5_state
 from helpers.numerics import relative_error
-from helpers.torch_refs import torch
+from helpers.torch_refs import randomize_umt5, torch
 from safetensors.torch import load_file, save_file
 
 from cosjax.models import t5
@@ -57,15 +57,7 @@ def reference():
     """Tiny UMT5EncoderModel, float32, random non-zero weights (RMSNorm weights around 1)."""
     from transformers import UMT5EncoderModel
 
-    model = UMT5EncoderModel(hf_config(**TINY)).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(
-                1.0 + 0.2 * noise if "norm" in name else noise if name == "shared.weight" else 0.3 * noise
-            )
-    return model
+    return randomize_umt5(UMT5EncoderModel(hf_config(**TINY)).eval(), seed=0)
 
 
 @pytest.fixture(scope="module")

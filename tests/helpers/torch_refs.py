@@ -101,7 +101,12 @@ def make_encoder(vocab_size: int, seed: int):
         relative_attention_max_distance=128,
         layer_norm_epsilon=1e-6,
     )
-    model = UMT5EncoderModel(config).eval()
+    return randomize_umt5(UMT5EncoderModel(config).eval(), seed)
+
+
+def randomize_umt5(model, seed: int):
+    """Fills a transformers umT5 encoder with non-zero random weights in place and returns it:
+    RMSNorm weights 1 + 0.2 N(0, 1), the token embedding N(0, 1), every other weight 0.3 N(0, 1)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
