@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 from flops import H100_MEASURED_TFLOPS, Device, cpu_device, detect_gpu, forward_cost  # noqa: E402
 
 from cosjax.configs import DiTConfig, get_preset  # noqa: E402
+from cosjax.paths import write_atomic  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,10 +429,9 @@ def main(argv=None) -> dict:
     print()
     print(text)
     out = Path(args.json or f"runs/benchmarks/suite-{result['table']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     clean["machine"]["loadavg_end"] = list(os.getloadavg())
-    out.write_text(json.dumps(clean, indent=2, default=float))
+    write_atomic(out, json.dumps(clean, indent=2, default=float))
     print(f"\nwrote {out}")
     return clean
 

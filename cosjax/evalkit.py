@@ -48,7 +48,7 @@ from pathlib import Path
 
 from cosjax.data.vbvr_bench import FILES, SPLITS, AbsentSample, BenchSample
 from cosjax.outputs import quiet_fork
-from cosjax.paths import AnyPath, is_local, is_url, user_path
+from cosjax.paths import AnyPath, is_local, is_url, user_path, write_atomic
 
 GROUPS = {"overall": SPLITS, "in_domain": SPLITS[:1], "out_of_domain": SPLITS[1:]}
 PYTHON_ENV = "COSJAX_EVALKIT_PYTHON"
@@ -410,8 +410,7 @@ def score_arms(
                 )
                 if report.results_path is not None and local_out != out:  # a URL run folder
                     uploaded = out / "evalkit" / arm / report.results_path.name
-                    uploaded.parent.mkdir(parents=True, exist_ok=True)
-                    uploaded.write_bytes(report.results_path.read_bytes())
+                    write_atomic(uploaded, report.results_path.read_bytes())
                     report.results_path = uploaded
                 summary[arm] = summarize(report, samples, absent)
                 writer = Writer(out / "tb" / f"evalkit_{arm}")

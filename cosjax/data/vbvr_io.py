@@ -14,6 +14,7 @@ import numpy as np
 
 from cosjax.data.case import Case
 from cosjax.outputs import write_mp4, write_png
+from cosjax.paths import write_atomic
 
 FPS = 8
 
@@ -29,7 +30,7 @@ def write_vbvr_case(case: Case, folder: str | Path, fps: int = FPS) -> Path:
     write_png(folder / "first_frame.png", case.first_frame)
     write_png(folder / "final_frame.png", case.final_frame)
     write_mp4(folder / "ground_truth.mp4", case.video, fps=fps, quality=10)
-    (folder / "prompt.txt").write_text(case.prompt)
+    write_atomic(folder / "prompt.txt", case.prompt)
     meta = {
         "family": case.family,
         "seed": case.seed,
@@ -37,7 +38,7 @@ def write_vbvr_case(case: Case, folder: str | Path, fps: int = FPS) -> Path:
         "prompt_id": case.prompt_id,
         "solution": case.solution,
     }
-    (folder / "metadata.json").write_text(json.dumps(meta))
+    write_atomic(folder / "metadata.json", json.dumps(meta))
     return folder
 
 
