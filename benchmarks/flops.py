@@ -290,8 +290,8 @@ def estimate_step(
 
 def tpu_plan(preset: str = "wan2.2-t2v-a14b", frames: int = 81, size=(1280, 720)) -> str:
     """The TPU plan table of benchmarks/README.md: v6e-8 and v5p-8 at 720p, by mesh."""
-    cfg = get_preset(preset).dit
-    tokens = tokens_for(cfg, frames, size[1], size[0])
+    config = get_preset(preset).dit
+    tokens = tokens_for(config, frames, size[1], size[0])
     rows = [
         ("v6e-8", "tpu-v6e", {"data": 2, "context": 4}, True, "recommended (params FSDP over context)"),
         ("v6e-8", "tpu-v6e", {"data": 2, "tensor": 4}, False, "runs with today's param_spec"),
@@ -304,7 +304,7 @@ def tpu_plan(preset: str = "wan2.2-t2v-a14b", frames: int = 81, size=(1280, 720)
         f"{'step s':>8}{'% peak':>8}{'40 steps s':>11}  note",
     ]
     for name, dev, mesh, over_ctx, note in rows:
-        e = estimate_step(cfg, tokens, DEVICES[dev], mesh, params_over_context=over_ctx)
+        e = estimate_step(config, tokens, DEVICES[dev], mesh, params_over_context=over_ctx)
         m = " x ".join(f"{k}{v}" for k, v in mesh.items())
         line = f"{name:<7}{m:<22}{e.floor_s:>8.2f}{e.linear_s:>9.2f}{e.attention_s:>8.2f}"
         line += f"{e.comm_bytes / 1e9:>8.1f}{e.exposed_comm_s:>12.2f}{e.total_s:>8.2f}"

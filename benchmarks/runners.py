@@ -28,21 +28,21 @@ from cosjax.configs import DiTConfig
 GUIDANCE, SIGMA, SIGMA_NEXT = 5.0, 0.75, 0.7
 
 
-def diffusers_kwargs(cfg: DiTConfig) -> dict:
+def diffusers_kwargs(config: DiTConfig) -> dict:
     """`WanTransformer3DModel` constructor arguments of a cosjax config."""
     return dict(
-        patch_size=cfg.patch_size,
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        in_channels=cfg.in_dim,
-        out_channels=cfg.out_dim,
-        text_dim=cfg.text_dim,
-        freq_dim=cfg.freq_dim,
-        ffn_dim=cfg.ffn_dim,
-        num_layers=cfg.num_layers,
+        patch_size=config.patch_size,
+        num_attention_heads=config.num_heads,
+        attention_head_dim=config.head_dim,
+        in_channels=config.in_dim,
+        out_channels=config.out_dim,
+        text_dim=config.text_dim,
+        freq_dim=config.freq_dim,
+        ffn_dim=config.ffn_dim,
+        num_layers=config.num_layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        eps=cfg.eps,
+        eps=config.eps,
         rope_max_seq_len=1024,
     )
 
@@ -56,7 +56,7 @@ class Diffusers:
     same numbers and the bf16-vs-f32 error measures compute precision only.
     """
 
-    def __init__(self, cfg: DiTConfig, dtype: str, device: str, folder: str, seed: int = 0):
+    def __init__(self, config: DiTConfig, dtype: str, device: str, folder: str, seed: int = 0):
         import torch
         from diffusers import WanTransformer3DModel
 
@@ -64,7 +64,7 @@ class Diffusers:
         self.tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         torch.manual_seed(seed)
         with torch.device(device):
-            model = WanTransformer3DModel(**diffusers_kwargs(cfg))
+            model = WanTransformer3DModel(**diffusers_kwargs(config))
         if self.tdtype != torch.float32:
             keep = set(WanTransformer3DModel._keep_in_fp32_modules or ())
             with torch.no_grad():

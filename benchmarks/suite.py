@@ -99,15 +99,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def make_inputs(cfg: DiTConfig, latent, seed: int):
+def make_inputs(config: DiTConfig, latent, seed: int):
     """x [1, C, T, H, W], t [1] = 500, prompt / negative [1, 512, text_dim] (64 / 32 non-zero rows)."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, cfg.in_dim, *latent), np.float32)
+    x = rng.standard_normal((1, config.in_dim, *latent), np.float32)
     t = np.full((1,), 500.0, np.float32)
-    context = np.zeros((1, cfg.text_len, cfg.text_dim), np.float32)
+    context = np.zeros((1, config.text_len, config.text_dim), np.float32)
     negative = np.zeros_like(context)
-    context[:, :64] = rng.standard_normal((1, 64, cfg.text_dim), np.float32)
-    negative[:, :32] = rng.standard_normal((1, 32, cfg.text_dim), np.float32)
+    context[:, :64] = rng.standard_normal((1, 64, config.text_dim), np.float32)
+    negative[:, :32] = rng.standard_normal((1, 32, config.text_dim), np.float32)
     return x, t, context, negative
 
 
@@ -194,15 +194,15 @@ def precision_check(folder: str, v_bf16, args, result: dict) -> None:
     result["precision"] = check
 
 
-def save_random(cfg: DiTConfig, dtype: str, folder: str, seed: int) -> str:
+def save_random(config: DiTConfig, dtype: str, folder: str, seed: int) -> str:
     """Random cosjax parameters in `dtype` saved with `save_dit` under folder/ours; returns that path."""
     import jax
 
     import cosjax
     from cosjax.weights.store import save_dit
 
-    params = cosjax.init_params(cfg, jax.random.key(seed), dtype=dtype)
-    path = save_dit(Path(folder) / "ours", cfg, {"dit": params})
+    params = cosjax.init_params(config, jax.random.key(seed), dtype=dtype)
+    path = save_dit(Path(folder) / "ours", config, {"dit": params})
     del params
     return str(path)
 
@@ -213,11 +213,15 @@ def truncate(ours, layers: int):
 
     import cosjax
 
-    cfg = dataclasses.replace(ours.config, num_layers=layers)
+    config = dataclasses.replace(ours.config, num_layers=layers)
     ours.params = dict(ours.params, blocks=jax.tree.map(lambda a: a[:layers], ours.params["blocks"]))
-    ours.config = cfg
+    ours.config = config
     ours.module = cosjax.WanDiT(
-        cfg, ours.module.dtype, ours.module.param_dtype, ours.module.attention_backend, ours.module.fuse_qkv
+        config,
+        ours.module.dtype,
+        ours.module.param_dtype,
+        ours.module.attention_backend,
+        ours.module.fuse_qkv,
     )
     return ours
 
@@ -231,17 +235,19 @@ def run(args) -> dict:
     if name == "auto":
         name = "a14b-480p" if jax.default_backend() == "gpu" else "cpu"
     table = tables()[name]
-    cfg = table.config if args.layers is None else dataclasses.replace(table.config, num_layers=args.layers)
+    config = (
+        table.config if args.layers is None else dataclasses.replace(table.config, num_layers=args.layers)
+    )
     latent = tuple(args.latent or table.latent)
     dtype = args.dtype or table.dtype
     gpu = jax.default_backend() == "gpu"
     dev, peak, peak_source = device_and_peak(dtype, args.peak_tflops)
-    pt, ph, pw = cfg.patch_size
+    pt, ph, pw = config.patch_size
     tokens = (latent[0] // pt) * (latent[1] // ph) * (latent[2] // pw)
-    x, t, context, negative = make_inputs(cfg, latent, args.seed)
+    x, t, context, negative = make_inputs(config, latent, args.seed)
     cbytes = 2 if dtype == "bfloat16" else 4
-    fwd_cost = forward_cost(cfg, tokens, compute_bytes=cbytes)
-    step_cost = forward_cost(cfg, tokens, cfg=True, cached_text_kv=True, compute_bytes=cbytes)
+    fwd_cost = forward_cost(config, tokens, compute_bytes=cbytes)
+    step_cost = forward_cost(config, tokens, cfg=True, cached_text_kv=True, compute_bytes=cbytes)
     if not gpu:
         from measure import gemm_tflops
 
@@ -250,7 +256,7 @@ def run(args) -> dict:
         "table": name,
         "note": table.note,
         "machine": machine_info(),
-        "config": {**cfg.to_dict(), "latent": latent, "tokens": tokens, "dtype": dtype},
+        "config": {**config.to_dict(), "latent": latent, "tokens": tokens, "dtype": dtype},
         "device": {"name": dev.name, "peak_tflops": peak, "peak_source": peak_source}
         | ({} if gpu else {"gemm_tflops": gemm}),
         "flops": {"forward": fwd_cost.to_dict(), "step": step_cost.to_dict()},
@@ -261,7 +267,8 @@ def run(args) -> dict:
         "_inputs": (x, t, context, negative),
     }
     print(
-        f"{name}: {table.note}; dim {cfg.dim}, {cfg.num_layers} layers, latent {latent} -> {tokens} tokens, "
+        f"{name}: {table.note}; dim {config.dim}, {config.num_layers} layers, "
+        f"latent {latent} -> {tokens} tokens, "
         f"{dtype}, on {dev.name}",
         flush=True,
     )
@@ -269,7 +276,7 @@ def run(args) -> dict:
         theirs = None
         if not args.no_diffusers:
             t0 = time.perf_counter()
-            theirs = Diffusers(cfg, dtype, "cuda" if gpu else "cpu", folder, args.seed)
+            theirs = Diffusers(config, dtype, "cuda" if gpu else "cpu", folder, args.seed)
             theirs.set_inputs(x, t, context, negative)
             result["diffusers_build_s"] = time.perf_counter() - t0
             print(
@@ -284,7 +291,7 @@ def run(args) -> dict:
                 print(f"diffusers: forward seconds by torch threads {tried}, using {chosen}", flush=True)
             result["_v_theirs"] = theirs.forward().float().cpu().numpy()
         else:  # our own random weights, written where load_dit reads them
-            folder = save_random(cfg, dtype, folder, args.seed)
+            folder = save_random(config, dtype, folder, args.seed)
         timings: dict = {}
         if theirs is not None and (gpu or args.sequential):  # time Diffusers, then free it
             theirs.reset_peak()

@@ -55,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="sampling steps")
     p.add_argument("--shift", type=float, default=5.0, help="sigma shift")
     p.add_argument("--guide-scale", type=float, default=5.0, help="CFG scale")
-    p.add_argument("--no-cfg", action="store_true", help="sample without a negative prompt (no CFG)")
+    p.add_argument("--no-config", action="store_true", help="sample without a negative prompt (no CFG)")
     p.add_argument("--grid", type=str, default="diffsynth", help="sigma grid")
     p.add_argument("--solver", type=str, default="euler", help="solver")
     p.add_argument(
@@ -96,7 +96,7 @@ def main() -> None:
     latent = tuple(args.latent)
     if latent[1] != args.channels:
         raise SystemExit(f"--latent C = {latent[1]} must equal --channels {args.channels}")
-    cfg = DiTConfig(
+    config = DiTConfig(
         dim=args.dim,
         ffn_dim=args.ffn,
         num_heads=args.heads,
@@ -106,9 +106,9 @@ def main() -> None:
         text_len=args.text_len,
         text_dim=args.text_dim,
     )
-    pt, ph, pw = cfg.patch_size
+    pt, ph, pw = config.patch_size
     if latent[2] % pt or latent[3] % ph or latent[4] % pw:
-        raise SystemExit(f"latent (T, H, W) must be divisible by the patch size {cfg.patch_size}")
+        raise SystemExit(f"latent (T, H, W) must be divisible by the patch size {config.patch_size}")
     tokens = (latent[2] // pt) * (latent[3] // ph) * (latent[4] // pw)
     settings = SamplerSettings(
         steps=args.steps,
@@ -125,35 +125,36 @@ def main() -> None:
         f"{load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}"
     )
     print(
-        f"config: dim {cfg.dim}, ffn {cfg.ffn_dim}, heads {cfg.num_heads}, layers {cfg.num_layers}, "
-        f"in/out {cfg.in_dim}/{cfg.out_dim}, text_dim {cfg.text_dim}, text_len {cfg.text_len} "
+        f"config: dim {config.dim}, ffn {config.ffn_dim}, heads {config.num_heads}, "
+        f"layers {config.num_layers}, "
+        f"in/out {config.in_dim}/{config.out_dim}, text_dim {config.text_dim}, text_len {config.text_len} "
         f"({args.text_tokens} prompt tokens), float32"
     )
     print(
         f"sampling: {args.solver} on the {args.grid!r} grid, {args.steps} steps, shift {args.shift}, "
         f"CFG {'on (scale ' + str(args.guide_scale) + ', DiT batch 2B)' if cfg_on else 'off'}, "
         f"latent B,C,T,H,W={latent} -> {tokens} video tokens; ensemble of {args.seeds} seeds merging "
-        f"layers {list(T.default_ensemble_layers(cfg.num_layers))} at step 0",
+        f"layers {list(T.default_ensemble_layers(config.num_layers))} at step 0",
         flush=True,
     )
 
     key_params, key_text, key_neg, key_sample = jax.random.split(jax.random.key(args.seed), 4)
     t0 = time.perf_counter()
-    params = jax.block_until_ready(cj.init_params(cfg, key_params))
+    params = jax.block_until_ready(cj.init_params(config, key_params))
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     print(f"init_params: {num_params / 1e6:.2f} M params in {time.perf_counter() - t0:.1f} s", flush=True)
     b = latent[0]
     cond = Conditioning(
-        context=jax.random.normal(key_text, (b, args.text_tokens, cfg.text_dim)),
-        negative=jax.random.normal(key_neg, (b, args.text_tokens, cfg.text_dim)) if cfg_on else None,
+        context=jax.random.normal(key_text, (b, args.text_tokens, config.text_dim)),
+        negative=jax.random.normal(key_neg, (b, args.text_tokens, config.text_dim)) if cfg_on else None,
         latent_shape=latent,
     )
     seq_keys = [key_sample] + [jax.random.fold_in(key_sample, i) for i in range(1, args.seeds)]
 
     def sampler_of(p):
-        return make_sampler(cfg, {"dit": p}, settings)
+        return make_sampler(config, {"dit": p}, settings)
 
-    all_layers, all_steps = list(range(cfg.num_layers)), list(range(args.steps))
+    all_layers, all_steps = list(range(config.num_layers)), list(range(args.steps))
     fns = {
         "plain": lambda p, c, k: sampler_of(p)(c, k),
         "ensemble": lambda p, c, k: T.ensemble(sampler_of(p), seeds=args.seeds)(c, k),
@@ -285,19 +286,19 @@ def main() -> None:
             },
             "versions": {"jax": jax.__version__},
             "config": {
-                **cfg.to_dict(),
+                **config.to_dict(),
                 "params": num_params,
                 "text_tokens": args.text_tokens,
                 "steps": args.steps,
                 "shift": args.shift,
                 "guide_scale": args.guide_scale,
-                "cfg": cfg_on,
+                "config": cfg_on,
                 "grid": args.grid,
                 "solver": args.solver,
                 "latent_shape": list(latent),
                 "video_tokens": tokens,
                 "seeds": args.seeds,
-                "ensemble_layers": list(T.default_ensemble_layers(cfg.num_layers)),
+                "ensemble_layers": list(T.default_ensemble_layers(config.num_layers)),
                 "ensemble_steps": [0],
                 "repeats": args.repeats,
                 "dtype": "float32",

@@ -1,6 +1,6 @@
 """cosjax: a JAX/Flax port of the Wan video diffusion models for studying how they reason."""
 
-from cosjax.configs import PRESETS, DiTConfig, ModelPreset, get_preset
+from cosjax.configs import PRESETS, DiTConfig, GuideScale, ModelPreset, get_preset
 from cosjax.models.dit import WanDiT, abstract_params, init_params
 from cosjax.plan import LayerPlan, Plan
 
@@ -8,6 +8,7 @@ __all__ = [
     "LayerPlan",
     "PRESETS",
     "DiTConfig",
+    "GuideScale",
     "ModelPreset",
     "Plan",
     "WanDiT",

@@ -15,15 +15,22 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 ModelType = Literal["t2v", "i2v", "ti2v"]
 
 
 # integer fields and their least value
 _INT_FIELDS = {
-    "dim": 1, "ffn_dim": 1, "num_heads": 1, "num_layers": 1, "in_dim": 1, "out_dim": 1,
-    "text_len": 1, "text_dim": 1, "freq_dim": 2,
+    "dim": 1,
+    "ffn_dim": 1,
+    "num_heads": 1,
+    "num_layers": 1,
+    "in_dim": 1,
+    "out_dim": 1,
+    "text_len": 1,
+    "text_dim": 1,
+    "freq_dim": 2,
 }
 
 
@@ -272,23 +279,46 @@ def get_vae(name: str) -> VAEConfig:
         raise ValueError(f"unknown VAE preset {name!r}; known VAEs: {', '.join(VAE_PRESETS)}") from None
 
 
+class GuideScale(NamedTuple):
+    """Classifier-free guidance scales per expert, in the official order (low-noise, high-noise).
+
+    A tuple, so `(3.0, 4.0)` and `GuideScale(3.0, 4.0)` compare equal and unpack alike; the names
+    say which expert each scale is for. Single-expert models use `low_noise` (set both alike).
+    """
+
+    low_noise: float
+    high_noise: float
+
+    @classmethod
+    def of(cls, value: float | tuple[float, float] | list[float]) -> GuideScale:
+        """One scale for both experts, or a (low-noise, high-noise) pair."""
+        if isinstance(value, numbers.Real):
+            return cls(float(value), float(value))
+        if len(value) != 2:
+            raise ValueError(f"guide_scale must be one number or (low_noise, high_noise), got {value!r}")
+        return cls(float(value[0]), float(value[1]))
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingDefaults:
     """Official pipeline defaults of a checkpoint (`wan22.md` section 1.2).
 
-    `guide_scale` is (low-noise expert, high-noise expert), the official order; single-expert models
-    use the same value twice. `boundary` is the fraction of the 1000 training timesteps at and above
-    which the high-noise expert runs (None for single-expert models). `fps` is the frame rate the
-    model was trained at: the one source of the rate its videos are written at.
+    `guide_scale` is a `GuideScale` (low-noise expert, high-noise expert), the official order;
+    single-expert models use the same value twice. `boundary` is the fraction of the 1000 training
+    timesteps at and above which the high-noise expert runs (None for single-expert models). `fps`
+    is the frame rate the model was trained at: the one source of the rate its videos are written at.
     """
 
     steps: int
     shift: float
-    guide_scale: tuple[float, float]
+    guide_scale: GuideScale
     boundary: float | None
     frame_num: int
     fps: int
     size: tuple[int, int]  # (width, height)
+
+    def __post_init__(self):
+        object.__setattr__(self, "guide_scale", GuideScale.of(self.guide_scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -541,9 +571,13 @@ class SamplingPreset:
     solver: str
     steps: int | None = None
     shift: float | None = None
-    guide_scale: tuple[float, float] | None = None
+    guide_scale: GuideScale | None = None
     boundary: float | None = None
     rounding: str | None = None
+
+    def __post_init__(self):
+        if self.guide_scale is not None:
+            object.__setattr__(self, "guide_scale", GuideScale.of(self.guide_scale))
 
     def resolve(self, model: ModelPreset, num_experts: int) -> dict[str, Any]:
         """The `SamplerSettings` fields of this preset for `model` run with `num_experts` experts."""

@@ -629,14 +629,14 @@ def communication_bytes(plan: MemoryPlan) -> int:
     with layer the block's weight bytes without the fsdp split (`parameter_bytes`), b, l, D, c as in
     the module docstring.
     """
-    cfg, mesh = plan.config, plan.mesh_shape
+    config, mesh = plan.config, plan.mesh_shape
     fsdp, context, tensor = mesh["fsdp"], mesh["context"], mesh["tensor"]
-    _, layer = parameter_bytes(cfg, plan.param_dtype, mesh)
+    _, layer = parameter_bytes(config, plan.param_dtype, mesh)
     c = plan.compute_dtype.itemsize
-    stream = c * plan.batch_per_device * plan.tokens_per_device * cfg.dim  # one [b, l, D] activation
-    weights = cfg.num_layers * layer * (fsdp - 1) / fsdp
-    ulysses = 4 * cfg.num_layers * stream / tensor * (context - 1) / context
-    reduce = 3 * cfg.num_layers * 2 * stream * (tensor - 1) / tensor
+    stream = c * plan.batch_per_device * plan.tokens_per_device * config.dim  # one [b, l, D] activation
+    weights = config.num_layers * layer * (fsdp - 1) / fsdp
+    ulysses = 4 * config.num_layers * stream / tensor * (context - 1) / context
+    reduce = 3 * config.num_layers * 2 * stream * (tensor - 1) / tensor
     return int(weights + ulysses + reduce)
 
 

@@ -117,8 +117,6 @@ class PipelineSubject:
 
     def settings(self, **overrides) -> SamplerSettings:
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        if "guide_scale" in overrides and not isinstance(overrides["guide_scale"], tuple | list):
-            overrides["guide_scale"] = (float(overrides["guide_scale"]),) * 2
         return dataclasses.replace(self.defaults, **overrides)
 
     def sampler(self, **overrides) -> Sampler:

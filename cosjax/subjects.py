@@ -106,11 +106,10 @@ class ToySubject:
     def settings(self, **overrides) -> SamplerSettings:
         """The recommended sampling settings of the model, with overrides (None = keep)."""
         s = dict(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
-        gs = s["guide_scale"]
         return SamplerSettings(
             steps=int(s["steps"]),
             shift=float(s["shift"]),
-            guide_scale=tuple(gs) if isinstance(gs, list | tuple) else (float(gs), float(gs)),
+            guide_scale=s["guide_scale"],
             grid=s.get("grid", "diffsynth"),
             solver=s.get("solver", "euler"),
         )

@@ -200,16 +200,18 @@ def score(run_dir, evalkit: str | None = None, python: str | None = None, bench:
     stored = json.loads(config_file.read_text())
     if stored.get("experiment") != NAME:
         raise ValueError(f"{run_dir} is a {stored.get('experiment')!r} run; only ensemble runs are scored")
-    cfg = stored["config"]
-    kind, _, root = cfg["data"].partition(":")
+    run_config = stored["config"]
+    kind, _, root = run_config["data"].partition(":")
     if kind != "vbvr-bench":
-        raise ValueError(f"{run_dir} ran on {cfg['data']!r}: toy runs are scored as their cases finish")
-    evalkit, python = evalkit or cfg.get("evalkit"), python or cfg.get("evalkit_python")
+        raise ValueError(
+            f"{run_dir} ran on {run_config['data']!r}: toy runs are scored as their cases finish"
+        )
+    evalkit, python = evalkit or run_config.get("evalkit"), python or run_config.get("evalkit_python")
     if not evalkit:
         raise ValueError("no EvalKit folder: pass --evalkit PATH (a VBVR-EvalKit checkout)")
     index = inspect_bench(bench or root)
-    cases, _ = bench_cases(index, cfg["cases"])
-    folder = RunFolder(run_dir, stored)
+    cases, _ = bench_cases(index, run_config["cases"])
+    folder = RunFolder(run_dir, run_config)
     unfinished = [c.id for c in cases if not folder.finished(c.id)]
     if unfinished:
         raise ValueError(
@@ -217,7 +219,7 @@ def score(run_dir, evalkit: str | None = None, python: str | None = None, bench:
             "...): finish the run first by rerunning its `cosjax run ensemble` command (it resumes)"
         )
     rows = folder.records(c.id for c in cases)
-    summary = score_bench_run(run_dir, index, cfg["cases"], evalkit, python)
+    summary = score_bench_run(run_dir, index, run_config["cases"], evalkit, python)
     writer = Writer(run_dir / "tb")
     writer.text("summary", summary["table"])
     writer.close()

@@ -182,8 +182,8 @@ def test_cli_convert_reports_errors_and_succeeds(src, tmp_path, capsys):
 def tiny_i2v():
     import jax
 
-    cfg = cj.get_preset("tiny-i2v").dit
-    return cj.WanDiT(cfg), cj.init_params(cfg, jax.random.key(0))
+    config = cj.get_preset("tiny-i2v").dit
+    return cj.WanDiT(config), cj.init_params(config, jax.random.key(0))
 
 
 @pytest.mark.parametrize(

@@ -69,13 +69,13 @@ def swap_layer(f: Sampler, layer: Index, step: Index | Sequence[int], source: ja
         )
 
     def fn(cond, key, plan):
-        b, cfg = cond.latent_shape[0], cond.negative is not None
+        b, guided = cond.latent_shape[0], cond.negative is not None
         tokens = num_tokens(cond.latent_shape, f.config.patch_size)
-        want = (step_idx.shape[0], 2 * b if cfg else b, tokens, f.config.dim)
+        want = (step_idx.shape[0], 2 * b if guided else b, tokens, f.config.dim)
         if tuple(source.shape) != want:
             raise ValueError(
                 f"swap source has shape {tuple(source.shape)}, but this run needs {want} = (swap steps, "
-                f"{'2B with CFG' if cfg else 'B without CFG'}, tokens, dim): capture it with "
+                f"{'2B with CFG' if guided else 'B without CFG'}, tokens, dim): capture it with "
                 "capture(..., what='hidden') from a run of the same batch, video size and CFG"
             )
         result = f.fn(cond, key, plan.add(SwapLayer(layer_arr[0], step_idx, source)))

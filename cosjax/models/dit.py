@@ -112,10 +112,10 @@ class Attention(nn.Module):
     fuse_qkv: bool = False
 
     def setup(self):
-        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
-        self.q, self.k, self.v, self.o = (_dense(cfg.dim, dt, pdt) for _ in range(4))
-        self.norm_q = RMSNorm(cfg.eps, pdt)
-        self.norm_k = RMSNorm(cfg.eps, pdt)
+        config, dt, pdt = self.config, self.dtype, self.param_dtype
+        self.q, self.k, self.v, self.o = (_dense(config.dim, dt, pdt) for _ in range(4))
+        self.norm_q = RMSNorm(config.eps, pdt)
+        self.norm_k = RMSNorm(config.eps, pdt)
 
     def _heads(self, a: jax.Array) -> jax.Array:
         """[B, L, D] -> [B, L, N, d]."""
@@ -139,7 +139,7 @@ class Attention(nn.Module):
         return self._heads(self.norm_q(q)), self._heads(self.norm_k(k)), self._heads(v)
 
     def __call__(self, x, source=None, rope=None, kv_len=None, kv=None):
-        cfg = self.config
+        config = self.config
         if rope is not None and self.fuse_qkv and not self.is_initializing():
             q, k, v = self._fused_qkv(x)
         else:
@@ -153,7 +153,7 @@ class Attention(nn.Module):
             k, v = (constrain(a, "data", None, "tensor", None) for a in (k, v))
         out = attention(q, k, v, kv_len=kv_len, backend=self.backend)
         out = constrain(out, "data", "context", "tensor", None)
-        return self.o(out.reshape(*x.shape[:2], cfg.dim))
+        return self.o(out.reshape(*x.shape[:2], config.dim))
 
 
 class Block(nn.Module):
@@ -183,30 +183,30 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, carry, xs, e0, context, rope, kv_len, plan: LayerPlan):
-        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        config, dt, pdt = self.config, self.dtype, self.param_dtype
         x, state = carry
         layer, kv = xs
         x = constrain(x, "data", "context", None)
         modulation = self.param(
-            "modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (6, cfg.dim), pdt
+            "modulation", nn.initializers.normal(1.0 / math.sqrt(config.dim)), (6, config.dim), pdt
         )
         # summed in e0's dtype: float32 (official), or bfloat16 as DiffSynth under `time_dtype`
         m = (modulation.astype(e0.dtype) + e0).astype(jnp.float32)  # [B, 1|L, 6, D]
         shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i] for i in range(6))
 
-        h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dt)
-        y = Attention(cfg, dt, pdt, self.backend, self.fuse_qkv, name="self_attn")(h, h, rope, kv_len)
+        h = (layer_norm(x, config.eps) * (1 + scale) + shift).astype(dt)
+        y = Attention(config, dt, pdt, self.backend, self.fuse_qkv, name="self_attn")(h, h, rope, kv_len)
         y, state = plan.branch_output(layer, "self_attn", y, state)
         x = x + y.astype(jnp.float32) * gate
 
-        h = AffineLayerNorm(cfg.eps, pdt, name="cross_norm")(x).astype(dt)
-        cross = Attention(cfg, dt, pdt, self.backend, name="cross_attn")(h, context, kv=kv)
+        h = AffineLayerNorm(config.eps, pdt, name="cross_norm")(x).astype(dt)
+        cross = Attention(config, dt, pdt, self.backend, name="cross_attn")(h, context, kv=kv)
         cross, state = plan.branch_output(layer, "cross_attn", cross, state)
         x = x + cross.astype(jnp.float32)
 
-        h = (layer_norm(x, cfg.eps) * (1 + c_scale) + c_shift).astype(dt)
-        h = nn.gelu(_dense(cfg.ffn_dim, dt, pdt, "fc1")(h), approximate=True)
-        y = _dense(cfg.dim, dt, pdt, "fc2")(h)
+        h = (layer_norm(x, config.eps) * (1 + c_scale) + c_shift).astype(dt)
+        h = nn.gelu(_dense(config.ffn_dim, dt, pdt, "fc1")(h), approximate=True)
+        y = _dense(config.dim, dt, pdt, "fc2")(h)
         y, state = plan.branch_output(layer, "ffn", y, state)
         x = x + y.astype(jnp.float32) * c_gate
         x, state, ys = plan.after_block(layer, x, state)
@@ -302,16 +302,16 @@ class CrossAttentionKV(nn.Module):
     @nn.compact
     def __call__(self, context: jax.Array) -> TextKV:
         """context [B, L_txt, text_dim] -> TextKV, k and v [num_layers, B, text_len, N, d] (compute dtype)."""
-        cfg = self.config
-        embedded = embed_text(context, cfg, self.dtype, self.param_dtype)
+        config = self.config
+        embedded = embed_text(context, config, self.dtype, self.param_dtype)
         layers = nn.vmap(
             _CrossKV,
             variable_axes={"params": 0},
             split_rngs={"params": True},
             in_axes=None,
             out_axes=0,
-            axis_size=cfg.num_layers,
-        )(cfg, self.dtype, self.param_dtype, name="blocks")
+            axis_size=config.num_layers,
+        )(config, self.dtype, self.param_dtype, name="blocks")
         return TextKV(*layers(embedded))
 
 
@@ -363,11 +363,11 @@ class WanDiT(nn.Module):
 
     def check_inputs(self, x, t, context, y, text_kv=None) -> tuple[int, int, int]:
         """Validates shapes before tracing further; returns the patch grid (F', H', W')."""
-        cfg = self.config
+        config = self.config
         if x.ndim != 5:
             raise ValueError(f"x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
         b, c, tt, h, w = x.shape
-        if cfg.model_type == "i2v" and y is None:
+        if config.model_type == "i2v" and y is None:
             raise ValueError("an i2v model needs the conditioning input y [B, 20, T, H, W]")
         if y is not None:
             if y.ndim != 5 or y.shape[0] != b or y.shape[2:] != x.shape[2:]:
@@ -375,12 +375,12 @@ class WanDiT(nn.Module):
                     f"y must be [B, C_y, T, H, W] matching x {tuple(x.shape)}, got {tuple(y.shape)}"
                 )
             c += y.shape[1]
-        if c != cfg.in_dim:
-            raise ValueError(f"the model takes {cfg.in_dim} input channels (x plus y), got {c}")
-        pt, ph, pw = cfg.patch_size
+        if c != config.in_dim:
+            raise ValueError(f"the model takes {config.in_dim} input channels (x plus y), got {c}")
+        pt, ph, pw = config.patch_size
         if tt % pt or h % ph or w % pw:
             raise ValueError(
-                f"latent grid (T, H, W) = {(tt, h, w)} is not divisible by the patch size {cfg.patch_size}"
+                f"latent grid (T, H, W) = {(tt, h, w)} is not divisible by the patch size {config.patch_size}"
             )
         grid = (tt // pt, h // ph, w // pw)
         num_tokens = int(np.prod(grid))
@@ -389,7 +389,7 @@ class WanDiT(nn.Module):
                 f"t must be [B] = [{b}] or per-token [B, L] = [{b}, {num_tokens}], got {tuple(t.shape)}"
             )
         if text_kv is not None:
-            want = (cfg.num_layers, b, cfg.text_len, cfg.num_heads, cfg.head_dim)
+            want = (config.num_layers, b, config.text_len, config.num_heads, config.head_dim)
             if context is not None:
                 raise ValueError("pass either context or text_kv (from encode_text), not both")
             if tuple(text_kv.k.shape) != want or tuple(text_kv.v.shape) != want:
@@ -398,16 +398,21 @@ class WanDiT(nn.Module):
                     f"{tuple(text_kv.k.shape)} and {tuple(text_kv.v.shape)}"
                 )
         elif (
-            context is None or context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim
+            context is None
+            or context.ndim != 3
+            or context.shape[0] != b
+            or context.shape[2] != config.text_dim
         ):
             got = None if context is None else tuple(context.shape)
-            raise ValueError(f"context must be [B, L_txt, {cfg.text_dim}] with B = {b}, got {got}")
-        elif context.shape[1] > cfg.text_len:
-            raise ValueError(f"context has {context.shape[1]} tokens; the model takes at most {cfg.text_len}")
-        heads_split = axis_size("context") * axis_size("tensor")
-        if axis_size("context") > 1 and cfg.num_heads % heads_split:
+            raise ValueError(f"context must be [B, L_txt, {config.text_dim}] with B = {b}, got {got}")
+        elif context.shape[1] > config.text_len:
             raise ValueError(
-                f"context parallelism needs num_heads ({cfg.num_heads}) divisible by context x tensor "
+                f"context has {context.shape[1]} tokens; the model takes at most {config.text_len}"
+            )
+        heads_split = axis_size("context") * axis_size("tensor")
+        if axis_size("context") > 1 and config.num_heads % heads_split:
+            raise ValueError(
+                f"context parallelism needs num_heads ({config.num_heads}) divisible by context x tensor "
                 f"({heads_split}) mesh axes"
             )
         return grid
@@ -445,7 +450,7 @@ class WanDiT(nn.Module):
           plan's per-layer outputs stacked on a leading layer axis and state its final capture
           state (see `LayerPlan`).
         """
-        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        config, dt, pdt = self.config, self.dtype, self.param_dtype
         grid = self.check_inputs(x, t, context, y, text_kv)
         if y is not None:
             x = jnp.concatenate([x, y.astype(x.dtype)], axis=1)
@@ -454,16 +459,16 @@ class WanDiT(nn.Module):
         # tokens are never attended to as keys and are dropped before unpatchify.
         num_tokens = int(np.prod(grid))
         pad_tokens = -num_tokens % axis_size("context")
-        tokens = _pad_tokens(patchify(x.astype(dt), cfg.patch_size), pad_tokens)
-        h = _dense(cfg.dim, dt, pdt, "patch_embedding")(tokens).astype(jnp.float32)
+        tokens = _pad_tokens(patchify(x.astype(dt), config.patch_size), pad_tokens)
+        h = _dense(config.dim, dt, pdt, "patch_embedding")(tokens).astype(jnp.float32)
         h = constrain(h, "data", "context", None)
         if t.ndim == 2:
             t = jnp.pad(t, ((0, 0), (0, pad_tokens)), mode="edge")
         if t_freq is None:
-            t_freq = timestep_embedding(t, cfg.freq_dim)
+            t_freq = timestep_embedding(t, config.freq_dim)
         elif t_freq.ndim == 3:
             t_freq = jnp.pad(t_freq, ((0, 0), (0, pad_tokens), (0, 0)), mode="edge")
-        if tuple(t_freq.shape) != (*t.shape, cfg.freq_dim):
+        if tuple(t_freq.shape) != (*t.shape, config.freq_dim):
             raise ValueError(
                 f"t_freq must be [*t.shape, freq_dim], got {tuple(t_freq.shape)} for t {t.shape}"
             )
@@ -471,22 +476,22 @@ class WanDiT(nn.Module):
         # one timestep per sample: everything below stays [B, 1, ...] and broadcasts over tokens
         tdt = jnp.float32 if self.time_dtype is None else self.time_dtype
         t_emb = (t_freq if t.ndim == 2 else t_freq[:, None]).astype(tdt)  # [B, 1|L, F]
-        e = _dense(cfg.dim, tdt, pdt, "time_embedding_1")(t_emb)
-        e = _dense(cfg.dim, tdt, pdt, "time_embedding_2")(nn.silu(e))  # [B, 1|L, D]
-        e0 = _dense(6 * cfg.dim, tdt, pdt, "time_projection")(nn.silu(e))
+        e = _dense(config.dim, tdt, pdt, "time_embedding_1")(t_emb)
+        e = _dense(config.dim, tdt, pdt, "time_embedding_2")(nn.silu(e))  # [B, 1|L, D]
+        e0 = _dense(6 * config.dim, tdt, pdt, "time_projection")(nn.silu(e))
         # keep the modulation whole along (6, D): the projection's output sharding would otherwise
         # split the 6 chunks across devices and force a rematerialisation per block
         tokens_axis = "context" if t.ndim == 2 else None
-        e0 = constrain(e0.reshape(*e0.shape[:2], 6, cfg.dim), "data", tokens_axis, None, None)
+        e0 = constrain(e0.reshape(*e0.shape[:2], 6, config.dim), "data", tokens_axis, None, None)
         e = constrain(e, "data", tokens_axis, None)
 
         if text_kv is None:
-            context = embed_text(context, cfg, dt, pdt)
+            context = embed_text(context, config, dt, pdt)
             kv = None
         else:
             context, kv = None, (text_kv.k.astype(dt), text_kv.v.astype(dt))
 
-        cos, sin = rope_tables(grid, cfg.rope_split, cfg.rope_theta)
+        cos, sin = rope_tables(grid, config.rope_split, config.rope_theta)
         rope = (
             jnp.pad(cos, ((0, pad_tokens), (0, 0)), constant_values=1.0),
             _pad_tokens(sin[None], pad_tokens)[0],
@@ -497,21 +502,21 @@ class WanDiT(nn.Module):
             variable_axes={"params": 0},
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-            length=cfg.num_layers,
-        )(cfg, dt, pdt, self.attention_backend, self.fuse_qkv, name="blocks")
-        layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+            length=config.num_layers,
+        )(config, dt, pdt, self.attention_backend, self.fuse_qkv, name="blocks")
+        layers = jnp.arange(config.num_layers, dtype=jnp.int32)
         layer_plan = (EMPTY_LAYER_PLAN if plan is None else plan).pad_tokens(pad_tokens)
         carry = (h, layer_plan.init_state(h))
         (h, state), ys = blocks(carry, (layers, kv), e0, context, rope, kv_len, layer_plan)
         ys, state = layer_plan.trim_tokens(ys, state, num_tokens)
 
         head_mod = self.param(
-            "head_modulation", nn.initializers.normal(1.0 / math.sqrt(cfg.dim)), (2, cfg.dim), pdt
+            "head_modulation", nn.initializers.normal(1.0 / math.sqrt(config.dim)), (2, config.dim), pdt
         )
         m = (head_mod.astype(e.dtype) + e[:, :, None, :]).astype(jnp.float32)  # [B, 1|L, 2, D]
-        h = layer_norm(h, cfg.eps) * (1 + m[:, :, 1]) + m[:, :, 0]
-        out = _dense(cfg.patch_volume * cfg.out_dim, jnp.float32, pdt, "head")(h)
-        v = unpatchify(out[:, :num_tokens], grid, cfg.patch_size)
+        h = layer_norm(h, config.eps) * (1 + m[:, :, 1]) + m[:, :, 0]
+        out = _dense(config.patch_volume * config.out_dim, jnp.float32, pdt, "head")(h)
+        v = unpatchify(out[:, :num_tokens], grid, config.patch_size)
         return v if plan is None else (v, (ys, state))
 
 

@@ -308,9 +308,9 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, cache: Cache, first: bool) -> tuple[jax.Array, Cache]:
-        cfg = self.config
+        config = self.config
         new = {}
-        x, new["conv_in"] = causal_conv(Conv3d(cfg.base_dim, name="conv_in"), x, _sub(cache, "conv_in"))
+        x, new["conv_in"] = causal_conv(Conv3d(config.base_dim, name="conv_in"), x, _sub(cache, "conv_in"))
         for n, block in enumerate(self._down_blocks()):
             name = f"down_blocks_{n}"
             block = block(name=name)
@@ -320,24 +320,24 @@ class Encoder(nn.Module):
                 x, new[name] = block(x, _sub(cache, name), first)
         x, new["mid_block"] = MidBlock(name="mid_block")(x, _sub(cache, "mid_block"))
         x = nn.silu(RMSNorm(name="norm_out")(x))
-        conv_out = Conv3d(2 * cfg.z_dim, name="conv_out")
+        conv_out = Conv3d(2 * config.z_dim, name="conv_out")
         x, new["conv_out"] = causal_conv(conv_out, x, _sub(cache, "conv_out"))
         return x, new
 
     def _down_blocks(self) -> list:
         """Factories of the `down_blocks` in order (Wan2.1: a flat list; Wan2.2: one block per level)."""
-        cfg = self.config
-        last = len(cfg.dim_mult) - 1
+        config = self.config
+        last = len(config.dim_mult) - 1
         blocks = []
-        for i, m in enumerate(cfg.dim_mult):
-            out_dim = cfg.base_dim * m
-            temporal = cfg.temperal_downsample[i] if i != last else False
-            if cfg.is_residual:
+        for i, m in enumerate(config.dim_mult):
+            out_dim = config.base_dim * m
+            temporal = config.temperal_downsample[i] if i != last else False
+            if config.is_residual:
                 blocks.append(
-                    functools.partial(ResidualDownBlock, out_dim, cfg.num_res_blocks, temporal, i != last)
+                    functools.partial(ResidualDownBlock, out_dim, config.num_res_blocks, temporal, i != last)
                 )
                 continue
-            blocks += [functools.partial(ResidualBlock, out_dim)] * cfg.num_res_blocks
+            blocks += [functools.partial(ResidualBlock, out_dim)] * config.num_res_blocks
             if i != last:
                 blocks.append(functools.partial(Resample, "downsample3d" if temporal else "downsample2d"))
         return blocks
@@ -350,21 +350,21 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, cache: Cache, first: bool) -> tuple[jax.Array, Cache]:
-        cfg = self.config
-        base = cfg.decoder_base_dim or cfg.base_dim
-        dims = [base * m for m in (cfg.dim_mult[-1], *cfg.dim_mult[::-1])]
-        upsample_t = cfg.temperal_downsample[::-1]
-        last = len(cfg.dim_mult) - 1
+        config = self.config
+        base = config.decoder_base_dim or config.base_dim
+        dims = [base * m for m in (config.dim_mult[-1], *config.dim_mult[::-1])]
+        upsample_t = config.temperal_downsample[::-1]
+        last = len(config.dim_mult) - 1
         new = {}
         x, new["conv_in"] = causal_conv(Conv3d(dims[0], name="conv_in"), x, _sub(cache, "conv_in"))
         x, new["mid_block"] = MidBlock(name="mid_block")(x, _sub(cache, "mid_block"))
         for i, out_dim in enumerate(dims[1:]):
             mode = None if i == last else ("upsample3d" if upsample_t[i] else "upsample2d")
             name = f"up_blocks_{i}"
-            block = UpBlock(out_dim, cfg.num_res_blocks, mode, cfg.is_residual, name=name)
+            block = UpBlock(out_dim, config.num_res_blocks, mode, config.is_residual, name=name)
             x, new[name] = block(x, _sub(cache, name), first)
         x = nn.silu(RMSNorm(name="norm_out")(x))
-        conv_out = Conv3d(cfg.out_channels, name="conv_out")
+        conv_out = Conv3d(config.out_channels, name="conv_out")
         x, new["conv_out"] = causal_conv(conv_out, x, _sub(cache, "conv_out"))
         return x, new
 

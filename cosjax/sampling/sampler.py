@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ import ml_dtypes
 import numpy as np
 from flax import struct
 
-from cosjax.configs import DiTConfig
+from cosjax.configs import DiTConfig, GuideScale
 from cosjax.geometry import num_tokens
 from cosjax.models.dit import WanDiT, host_timestep_embedding
 from cosjax.plan import Plan, RunInfo
@@ -128,17 +128,30 @@ class Result:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample: grid and solver, steps, shift, guidance (low-noise, high-noise), boundary, and
-    `rounding`: None (exact in the compute dtype) or "diffsynth" (bf16 at DiffSynth's rounding
-    points when the DiT computes in bfloat16; see the module docstring)."""
+    """How to sample: grid and solver, steps, shift, guidance per expert (a `GuideScale`; a number
+    or a (low-noise, high-noise) pair is converted), boundary, and `rounding`: None (exact in the
+    compute dtype) or "diffsynth" (bf16 at DiffSynth's rounding points when the DiT computes in
+    bfloat16; see the module docstring)."""
 
     steps: int
     shift: float
-    guide_scale: tuple[float, float]
+    guide_scale: GuideScale
     boundary: float | None = None
     grid: str = "official"
     solver: str = "unipc"
     rounding: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "guide_scale", GuideScale.of(self.guide_scale))
+
+
+class Segment(NamedTuple):
+    """The steps one expert runs: steps `start` .. `end - 1` with guidance scale `guide_scale`."""
+
+    expert: str
+    start: int
+    end: int
+    guide_scale: float
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -149,13 +162,13 @@ class Sampler:
       fn: the function.
       config: the DiT architecture (num_layers, patch size, channels).
       schedule: the sigma grid and model timesteps.
-      segments: ((expert name, first step, end step, guidance scale), ...) in sampling order.
+      segments: the `Segment`s (expert, first step, end step, guidance scale) in sampling order.
     """
 
     fn: Callable[..., Result]
     config: DiTConfig
     schedule: Schedule
-    segments: tuple[tuple[str, int, int, float], ...]
+    segments: tuple[Segment, ...]
 
     @property
     def steps(self) -> int:
@@ -198,15 +211,18 @@ def make_sampler(
     schedule = make_schedule(settings.grid, settings.steps, settings.shift)
     reference = reference_rounding(settings, dtype)
     solver = make_solver(settings.solver, schedule.sigmas, round_bf16=reference)
-    low_scale, high_scale = settings.guide_scale
+    guide = settings.guide_scale
     if set(experts) == {"high_noise", "low_noise"}:
         split = schedule.high_noise_steps(settings.boundary)
-        segments = (("high_noise", 0, split, high_scale), ("low_noise", split, schedule.steps, low_scale))
+        segments = (
+            Segment("high_noise", 0, split, guide.high_noise),
+            Segment("low_noise", split, schedule.steps, guide.low_noise),
+        )
     elif len(experts) == 1:
-        segments = ((next(iter(experts)), 0, schedule.steps, low_scale),)
+        segments = (Segment(next(iter(experts)), 0, schedule.steps, guide.low_noise),)
     else:
         raise ValueError(f"experts must be one DiT or high_noise + low_noise, got {sorted(experts)}")
-    segments = tuple(s for s in segments if s[2] > s[1])
+    segments = tuple(seg for seg in segments if seg.end > seg.start)
     module = WanDiT(
         config,
         dtype=dtype,
@@ -228,14 +244,14 @@ def make_sampler(
             cond = cond.replace(first_frame=rnd(cond.first_frame.astype(jnp.float32)))
         x = cond.noise if cond.noise is not None else jax.random.normal(key_noise, shape, jnp.float32)
         x = _impose_first_frame(rnd(x.astype(jnp.float32)), cond)
-        cfg = cond.negative is not None
+        guided = cond.negative is not None  # classifier-free guidance: the DiT batch is (cond, uncond)
         context = _pad_text(cond.context, config.text_len)
-        if cfg:
+        if guided:
             context = jnp.concatenate([context, _pad_text(cond.negative, config.text_len)])
-        y = None if cond.y is None else (jnp.concatenate([cond.y, cond.y]) if cfg else cond.y)
+        y = None if cond.y is None else (jnp.concatenate([cond.y, cond.y]) if guided else cond.y)
         first_frame_tokens = _first_frame_token_mask(shape, config) if cond.first_frame is not None else None
         tokens = num_tokens(shape, config.patch_size)
-        batch = 2 * b if cfg else b
+        batch = 2 * b if guided else b
         run = RunInfo(b, batch, tokens, config.dim, schedule.steps, config.num_layers, shape)
         carry = (x, solver.init(x), plan.init(run))
 
@@ -248,15 +264,15 @@ def make_sampler(
             if first_frame_tokens is not None:  # TI2V: latent frame 0 is clean (t = 0)
                 t = jnp.where(first_frame_tokens[None, :], 0.0, t[:, None])
                 t_freq = jnp.where(first_frame_tokens[None, :, None], t_freq_zero, t_freq[:, None])
-            x_in = jnp.concatenate([x, x]) if cfg else x
-            t_in = jnp.concatenate([t, t]) if cfg else t
-            t_freq = jnp.concatenate([t_freq, t_freq]) if cfg else t_freq
+            x_in = jnp.concatenate([x, x]) if guided else x
+            t_in = jnp.concatenate([t, t]) if guided else t
+            t_freq = jnp.concatenate([t_freq, t_freq]) if guided else t_freq
             ctx = context if text_kv is None else None  # the cache replaces the text input
             v, (ys, state) = module.apply(
                 {"params": params}, x_in, t_in, ctx, y, plan=plan.at_step(i), text_kv=text_kv, t_freq=t_freq
             )
             v = rnd(v)
-            if cfg:  # DiffSynth: noise_pred_nega + cfg_scale * (noise_pred_posi - noise_pred_nega)
+            if guided:  # DiffSynth: noise_pred_nega + cfg_scale * (noise_pred_posi - noise_pred_nega)
                 v = rnd(v[b:] + rnd(scale * rnd(v[:b] - v[b:])))
             solver_state, x_next, x0 = solver.step(solver_state, i, x, v)
             x_next = _impose_first_frame(x_next, cond)

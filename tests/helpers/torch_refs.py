@@ -140,9 +140,10 @@ def make_vae(seed: int = 0):
 
 def save_official_vae(model, path, legacy: bool = False):
     """Writes `model`'s state dict under official key names with `torch.save` (a plain state dict)."""
-    cfg = model.config
+    config = model.config
     state = {
-        official_vae_key(k, cfg.num_res_blocks, cfg.is_residual): v for k, v in model.state_dict().items()
+        official_vae_key(k, config.num_res_blocks, config.is_residual): v
+        for k, v in model.state_dict().items()
     }
     assert len(state) == len(model.state_dict())
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
