@@ -563,12 +563,14 @@ class SamplingPreset:
       boundary: MoE boundary of two-expert models (None: the model's); single-expert models have none.
       grid: the sigma grid ("official" or "diffsynth", `cosjax.sampling.schedules`).
       solver: "unipc" or "euler".
+      video_quality: imageio's mp4 quality of the reference's writer (official 8, DiffSynth 5).
       rounding: None (exact in the compute dtype) or "diffsynth" (bf16 at DiffSynth's rounding points).
     """
 
     name: str
     grid: str
     solver: str
+    video_quality: int
     steps: int | None = None
     shift: float | None = None
     guide_scale: GuideScale | None = None
@@ -598,13 +600,14 @@ SAMPLING_PRESETS: dict[str, SamplingPreset] = {
     p.name: p
     for p in [
         # the checkpoint's Wan2.x defaults: UniPC on the official grid, its steps, shift, guidance, boundary
-        SamplingPreset("official", grid="official", solver="unipc"),
+        SamplingPreset("official", grid="official", solver="unipc", video_quality=8),
         # what VBVR-Wan2.2 and the paper run (`paper-and-vbvr.md` 1.3): 50 Euler steps on the DiffSynth
         # grid, shift 5, CFG 5 for both experts, boundary 0.875, in bf16 with DiffSynth's rounding
         SamplingPreset(
             "vbvr",
             grid="diffsynth",
             solver="euler",
+            video_quality=5,
             steps=50,
             shift=5.0,
             guide_scale=(5.0, 5.0),

@@ -31,9 +31,10 @@ from collections.abc import Iterable, Iterator
 import ml_dtypes
 import numpy as np
 
+from cosjax.configs import SAMPLING_PRESETS
 from cosjax.paths import staged_file, user_path, write_atomic
 
-VIDEO_QUALITY = {"official": 8, "vbvr": 5}
+VIDEO_QUALITY = {name: p.video_quality for name, p in SAMPLING_PRESETS.items()}
 """imageio quality (libx264 CRF) each reference pipeline saves its videos with."""
 
 

@@ -92,6 +92,7 @@ def test_sampling_presets_are_data():
         rounding="diffsynth",
     )  # fmt: skip
     assert SAMPLING_PRESETS["vbvr"].resolve(PRESETS["wan2.2-ti2v-5b"], 1)["boundary"] is None
+    assert {n: p.video_quality for n, p in SAMPLING_PRESETS.items()} == {"official": 8, "vbvr": 5}
 
 
 def test_unnamed_architectures_derive_from_the_closest_named_model():
