@@ -1,4 +1,7 @@
-"""Bad checkpoints and bad inputs give errors that name the key and the file, and leave nothing behind."""
+"""Bad checkpoints and bad inputs give errors that name the key and the file, and leave nothing behind.
+
+The checkpoints are tiny PyTorch references (`helpers.torch_refs`): those tests skip without torch.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
-from helpers.torch_refs import make_reference, save_official, torch
-from safetensors.torch import load_file, save_file
 
 import cosjax as cj
 from cosjax.cli import main as cli_main
@@ -19,6 +20,8 @@ SHARD1 = "diffusion_pytorch_model-00001-of-00003.safetensors"
 
 @pytest.fixture
 def src(tmp_path) -> Path:
+    from helpers.torch_refs import make_reference, save_official
+
     return save_official(make_reference(seed=0), tmp_path / "src", num_shards=3)
 
 
@@ -31,6 +34,8 @@ def _write_index(src: Path, index: dict) -> None:
 
 
 def _edit_shard(src: Path, shard: str, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
     tensors = load_file(str(src / shard))
     edit(tensors)
     save_file(tensors, str(src / shard))
@@ -59,17 +64,23 @@ def test_missing_key(src, tmp_path):
 
 
 def test_unexpected_key(src, tmp_path):
+    from helpers.torch_refs import torch
+
     _edit_shard(src, SHARD1, lambda t: t.update({"blocks.2.self_attn.q.weight": torch.zeros(48, 48)}))
     _convert_fails(src, tmp_path, rf"unexpected.*'blocks.2.self_attn.q.weight' \(in .*{SHARD1}\)")
 
 
 def test_misshaped_tensor(src, tmp_path):
+    from helpers.torch_refs import torch
+
     key = _a_key_in(src, SHARD1, ".weight")
     _edit_shard(src, SHARD1, lambda t: t.update({key: torch.zeros(3, 5)}))
     _convert_fails(src, tmp_path, rf"{SHARD1}: tensor '{key}' has shape \(3, 5\), expected")
 
 
 def test_non_float_tensor(src, tmp_path):
+    from helpers.torch_refs import torch
+
     key = _a_key_in(src, SHARD1, ".bias")
     _edit_shard(src, SHARD1, lambda t: t.update({key: t[key].to(torch.int32)}))
     _convert_fails(src, tmp_path, rf"{SHARD1}: tensor '{key}' has dtype int32")
@@ -103,6 +114,9 @@ def test_index_places_key_in_wrong_shard(src, tmp_path):
 
 
 def test_wrong_layout(tmp_path):
+    from helpers.torch_refs import torch
+    from safetensors.torch import save_file
+
     folder = tmp_path / "vae"
     folder.mkdir()
     save_file({"encoder.conv1.weight": torch.zeros(4, 3, 3, 3, 3)}, str(folder / "model.safetensors"))
@@ -165,6 +179,8 @@ def test_existing_output_is_kept_unless_overwrite(src, tmp_path):
 
 
 def test_cli_convert_reports_errors_and_succeeds(src, tmp_path, capsys):
+    from helpers.torch_refs import make_reference, save_official
+
     (src / SHARD1).write_bytes(b"xx")
     assert cli_main(["convert", str(src), str(tmp_path / "bad"), "--quiet"]) == 2
     assert SHARD1 in capsys.readouterr().err
