@@ -10,6 +10,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from cosjax.data import vbvr_bench as vb
+from cosjax.outputs import write_mp4
 
 # 2 in-domain tasks + 1 out-of-domain task, 2 samples each; GT videos of 9 and 13 frames.
 TASKS = {
@@ -41,9 +42,7 @@ def make_bench(
                 final = np.full((h, w, 3), rng.integers(40, 220), np.uint8)
                 imageio.imwrite(d / "first_frame.png", first)
                 imageio.imwrite(d / "final_frame.png", final)
-                imageio.mimwrite(
-                    d / "ground_truth.mp4", [first] * (n - 1) + [final], fps=16, macro_block_size=1
-                )
+                write_mp4(d / "ground_truth.mp4", [first] * (n - 1) + [final], fps=16, quality=5)
                 (d / "prompt.txt").write_text(f"  Solve {task} case {i}.\n")
     write_manifest(root)
     (root / "README.md").write_text("VBVR-Bench\n")  # other files at the root are ignored
