@@ -35,8 +35,8 @@ from cosjax.sampling.build import build_sampler
 from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
 from cosjax.text import TextEncoder
+from cosjax.weights.read import load_vae
 from cosjax.weights.store import LoadedDiT, load_dit
-from cosjax.weights.vae_keys import load_vae
 
 log = logging.getLogger(__name__)
 # On a mesh, the VAE and the text encoder are replicated when their parameters take at most this many
@@ -109,7 +109,7 @@ class VAE:
     def load(cls, path: str | Path, allow_nonfinite: bool = False) -> VAE:
         """Loads a VAE: a folder written by `cosjax convert` (its `vae/`, or the converted folder), an
         official `Wan2.x_VAE.pth`, or the Diffusers layout (a pipeline folder with `vae/`, the VAE
-        folder, or its file). See `cosjax.weights.vae_keys.load_vae`."""
+        folder, or its file). See `cosjax.weights.read.load_vae`."""
         return cls(*load_vae(path, allow_nonfinite=allow_nonfinite))
 
     def encode(self, video: jax.Array) -> jax.Array:

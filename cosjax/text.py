@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
 import logging
-import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,133 +29,14 @@ import numpy as np
 from cosjax.models import t5
 from cosjax.models.t5 import TEXT_LEN, T5Config
 from cosjax.paths import require_local, staged_file, user_path
+from cosjax.tokenizer import UMT5Tokenizer, clean_prompt  # noqa: F401 (re-exported: cosjax.text.UMT5Tokenizer)
+from cosjax.weights.names import DIFFUSERS_T5_WEIGHTS, OFFICIAL_T5_WEIGHTS, TOKENIZER_DIRS
+from cosjax.weights.read import load_t5
 
 log = logging.getLogger(__name__)
 
 # Bump when a change to the encoder's numerics or to the cache format makes old entries stale.
 CACHE_VERSION = 1
-
-TOKENIZER_DIRS = ("google/umt5-xxl", "tokenizer")  # official Wan repo, Diffusers repo
-OFFICIAL_WEIGHTS = "models_t5_umt5-xxl-enc-bf16.pth"
-DIFFUSERS_WEIGHTS = "text_encoder"
-
-# Wan collapses whitespace with the `regex` module, whose \s is Unicode White_Space. Python's `re`
-# \s also matches U+001C..U+001F (which are not White_Space), so they are excluded here.
-_WHITESPACE = re.compile(r"[^\S\x1c-\x1f]+")
-
-
-def clean_prompt(text: str) -> str:
-    """Wan's prompt cleaning (`clean='whitespace'`).
-
-    `ftfy.fix_text` (mojibake, curly quotes, ligatures, full-width forms, control characters, HTML
-    entities outside markup), then `html.unescape` twice, strip, collapse every whitespace run to
-    one space and strip again.
-    """
-    import ftfy
-
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-class UMT5Tokenizer:
-    """The umT5 tokenizer, read from a folder's `tokenizer.json` (a `tokenizers.Tokenizer`).
-
-    Attributes:
-      tokenizer: the `tokenizers.Tokenizer` (its truncation and padding are set on every call).
-      pad_id: id of `<pad>` (0 for umT5).
-      source: where it was read from (named in messages).
-    """
-
-    def __init__(self, tokenizer, source: object = "tokenizer"):
-        self.tokenizer = tokenizer
-        self.source = source
-        self.pad_id = tokenizer.token_to_id("<pad>")
-        if self.pad_id is None:
-            raise ValueError(f"{source}: the tokenizer has no <pad> token")
-        processor = tokenizer.post_processor
-        if processor is None or processor.num_special_tokens_to_add(False) < 1:
-            raise ValueError(f"{source}: the tokenizer's post-processor does not append </s>")
-        self._lock = threading.Lock()  # truncation and padding are state of the shared tokenizer
-
-    @classmethod
-    def from_dir(cls, folder: str | Path) -> UMT5Tokenizer:
-        """Reads `folder/tokenizer.json` (a `google/umt5-xxl` or Diffusers `tokenizer/` folder)."""
-        from tokenizers import Tokenizer
-
-        folder = user_path(folder)
-        file = folder / "tokenizer.json"
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"{folder}: no tokenizer.json (a SentencePiece spiece.model alone is not read here; "
-                "write one with transformers: AutoTokenizer.from_pretrained(folder).save_pretrained(folder))"
-            )
-        try:
-            tokenizer = Tokenizer.from_str(file.read_text())  # local or a URL
-        except Exception as e:  # the Rust library raises a plain Exception for bad files
-            raise ValueError(f"{file}: cannot read as a tokenizers file ({e})") from None
-        return cls(tokenizer, file)
-
-    def tokenize(
-        self, prompts: Sequence[str], max_length: int = TEXT_LEN, clean: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and attention mask, as Wan's `HuggingfaceTokenizer(seq_len=512, clean='whitespace')`.
-
-        Each prompt is cleaned (`clean_prompt`), tokenized, truncated to `max_length` tokens
-        including the appended `</s>` (a warning is logged, the reference truncates silently), and
-        right-padded with `<pad>`.
-
-        Args:
-          prompts: B strings.
-          max_length: tokens per row.
-          clean: apply `clean_prompt` first.
-
-        Returns:
-          (ids int32 [B, max_length], mask int32 [B, max_length]) with mask 1 at real tokens.
-        """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        texts = [clean_prompt(p) if clean else p for p in prompts]
-        with self._lock:
-            self.tokenizer.enable_truncation(
-                max_length, stride=0, strategy="longest_first", direction="right"
-            )
-            self.tokenizer.enable_padding(
-                direction="right", pad_id=self.pad_id, pad_token="<pad>", length=max_length
-            )
-            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
-        ids = np.array([e.ids for e in encodings], np.int32).reshape(len(texts), max_length)
-        mask = np.array([e.attention_mask for e in encodings], np.int32).reshape(len(texts), max_length)
-        for i, (text, enc) in enumerate(zip(texts, encodings, strict=True)):
-            if enc.overflowing:
-                _warn_truncated(i, text, enc, max_length)
-        return ids, mask
-
-    __call__ = tokenize
-
-
-def _content(enc) -> list[int]:
-    """Positions of an encoding's real, non-special tokens."""
-    return [
-        j
-        for j, (special, real) in enumerate(zip(enc.special_tokens_mask, enc.attention_mask, strict=True))
-        if real and not special
-    ]
-
-
-def _warn_truncated(index: int, text: str, enc, max_length: int) -> None:
-    kept = _content(enc)
-    total = len(kept) + sum(len(_content(o)) for o in enc.overflowing)
-    cut = enc.offsets[kept[-1]][1] if kept else 0
-    dropped = text[cut:].strip()
-    log.warning(
-        "prompt %d has %d tokens plus </s>; truncated to %d tokens including </s>, ignoring the last "
-        "%d characters: %r",
-        index,
-        total,
-        max_length,
-        len(dropped),
-        dropped if len(dropped) <= 80 else dropped[:77] + "...",
-    )
 
 
 def _leaf_sample(leaf, per_axis: int = 16) -> np.ndarray:
@@ -296,16 +174,14 @@ class TextEncoder:
             folder with `cosjax_t5.json` written by `cosjax convert`).
           cache_dir: folder of the prompt-embedding cache; None disables it.
           dtype: parameter dtype (float32, bfloat16, float16); None keeps the stored one.
-          config: architecture override (see `cosjax.weights.t5_keys.load_t5`).
+          config: architecture override (see `cosjax.weights.read.load_t5`).
           allow_nonfinite: keep weights holding NaN or inf (by default refused naming key and file).
         """
-        from cosjax.weights.t5_keys import load_t5
-
         root = user_path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: not a folder")
         tokenizer = UMT5Tokenizer.from_dir(_find(root, TOKENIZER_DIRS, "tokenizer folder"))
-        weights = _find(root, (OFFICIAL_WEIGHTS, DIFFUSERS_WEIGHTS), "umT5 encoder weights")
+        weights = _find(root, (OFFICIAL_T5_WEIGHTS, DIFFUSERS_T5_WEIGHTS), "umT5 encoder weights")
         config, params = load_t5(weights, config=config, dtype=dtype, allow_nonfinite=allow_nonfinite)
         return cls(config, params, tokenizer, cache_dir)
 

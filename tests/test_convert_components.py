@@ -34,11 +34,10 @@ from cosjax.cli import main as cli_main
 from cosjax.models.vae import VAEConfig
 from cosjax.pipeline import Pipeline
 from cosjax.text import TextEncoder
-from cosjax.weights import t5_keys, vae_keys
-from cosjax.weights.convert import find_components
-from cosjax.weights.safetensors_io import CheckpointError
-from cosjax.weights.t5_keys import config_from_hf, load_t5
-from cosjax.weights.vae_keys import load_vae
+from cosjax.weights import components, vae_keys
+from cosjax.weights.components import TextEncoderSource, find_components, t5_config_from_json
+from cosjax.weights.read import load_t5, load_vae
+from cosjax.weights.tensors import CheckpointError
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
 
@@ -72,7 +71,7 @@ def test_converted_folder_layout(converted, repo):
         "path": str((repo / "vae").resolve()),
         "layout": "diffusers",
     }
-    assert parts["text_encoder"]["dtype"] == "float32" and parts["text_encoder"]["layout"] == "hf"
+    assert parts["text_encoder"]["dtype"] == "float32" and parts["text_encoder"]["layout"] == "diffusers"
     assert parts["tokenizer"]["files"] == ["tokenizer.json", "tokenizer_config.json"]
     assert meta["skipped_components"] == {}
     names = {p.name for p in converted.iterdir()}
@@ -128,7 +127,7 @@ def test_official_repo_root(tmp_path, monkeypatch, capsys):
     pth = save_official_vae(vae_model, root / "Wan2.1_VAE.pth")
     write_tokenizer(root / "google" / "umt5-xxl")
     encoder = make_encoder(vocab_size(root / "google" / "umt5-xxl"), seed=5)
-    monkeypatch.setattr(t5_keys, "UMT5_XXL", config_from_hf(encoder.config.to_dict(), "tiny"))
+    monkeypatch.setattr(components, "UMT5_XXL", t5_config_from_json(encoder.config.to_dict(), "tiny"))
     t5_pth = root / "models_t5_umt5-xxl-enc-bf16.pth"
     torch.save({k: v.bfloat16() for k, v in official_t5_state(encoder.state_dict()).items()}, t5_pth)
 
@@ -220,15 +219,15 @@ def test_nan_in_a_component_aborts_naming_key_and_file(src, tmp_path, file, key)
 
 
 def test_failure_while_writing_a_component_leaves_nothing(src, tmp_path, monkeypatch):
-    real = t5_keys.iter_leaves
+    real = TextEncoderSource.leaves
 
-    def failing(plan, tensors, dtype, *args):
-        for i, item in enumerate(real(plan, tensors, dtype, *args)):
+    def failing(source, dtype, *args):
+        for i, item in enumerate(real(source, dtype, *args)):
             if i == 3:
                 raise OSError("disk full (simulated)")
             yield item
 
-    monkeypatch.setattr(t5_keys, "iter_leaves", failing)
+    monkeypatch.setattr(TextEncoderSource, "leaves", failing)
     _convert_fails(src, tmp_path, "disk full", error=OSError)
 
 

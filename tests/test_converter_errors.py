@@ -13,7 +13,7 @@ import pytest
 
 import cosjax as cj
 from cosjax.cli import main as cli_main
-from cosjax.weights.safetensors_io import CheckpointError
+from cosjax.weights.tensors import CheckpointError
 
 SHARD1 = "diffusion_pytorch_model-00001-of-00003.safetensors"
 
@@ -146,9 +146,9 @@ def test_wrong_architecture_in_config(src, tmp_path):
 
 
 def test_failure_while_writing_leaves_nothing(src, tmp_path, monkeypatch):
-    import cosjax.weights.convert as convert
+    from cosjax.weights.sources import ExpertSource
 
-    real = convert.iter_leaves
+    real = ExpertSource.leaves
 
     def failing(expert, dtype, *args):
         for i, item in enumerate(real(expert, dtype, *args)):
@@ -156,7 +156,7 @@ def test_failure_while_writing_leaves_nothing(src, tmp_path, monkeypatch):
                 raise OSError("disk full (simulated)")
             yield item
 
-    monkeypatch.setattr(convert, "iter_leaves", failing)
+    monkeypatch.setattr(ExpertSource, "leaves", failing)
     _convert_fails(src, tmp_path, "disk full", error=OSError)
 
 

@@ -12,8 +12,7 @@ from helpers.layouts import official_key
 from helpers.torch_refs import torch
 
 import cosjax as cj
-from cosjax.weights.convert import check_keys, leaf_shapes
-from cosjax.weights.dit_keys import KEY_SPECS, expected_keys
+from cosjax.weights.dit_keys import KEY_SPECS, check_keys, expected_keys, leaf_shapes
 from cosjax.weights.sources import config_from_json
 
 REAL = ["wan2.2-i2v-a14b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b", "wan2.1-t2v-1.3b"]

@@ -33,8 +33,8 @@ from safetensors.torch import save_file
 import cosjax as cj
 from cosjax.cli import main as cli_main
 from cosjax.weights.lora import merge_weight, read_lora, with_loras
-from cosjax.weights.safetensors_io import CheckpointError
 from cosjax.weights.sources import open_checkpoint
+from cosjax.weights.tensors import CheckpointError
 
 RANK = 4
 # VBVR: --lora_target_modules q,k,v,o,ffn.0,ffn.2, which PEFT matches in both attentions.

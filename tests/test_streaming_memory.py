@@ -20,8 +20,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import cosjax as cj
-from cosjax.weights.convert import leaf_shapes
-from cosjax.weights.dit_keys import expected_keys, torch_shape
+from cosjax.weights.dit_keys import expected_keys, leaf_shapes, torch_shape
 
 MiB = 2**20
 CONFIG = cj.DiTConfig(dim=512, ffn_dim=2048, num_heads=4, num_layers=24, in_dim=16, out_dim=16, text_dim=512)

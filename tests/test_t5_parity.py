@@ -30,8 +30,10 @@ from helpers.torch_refs import randomize_umt5, torch
 from safetensors.torch import load_file, save_file
 
 from cosjax.models import t5
-from cosjax.weights.safetensors_io import CheckpointError
-from cosjax.weights.t5_keys import check_keys, config_from_hf, load_t5
+from cosjax.weights.components import t5_config_from_json
+from cosjax.weights.read import load_t5
+from cosjax.weights.t5_keys import check_keys
+from cosjax.weights.tensors import CheckpointError
 
 TINY = dict(vocab_size=64, d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=3)
 TINY_CONFIG = t5.T5Config(**TINY)
@@ -250,7 +252,7 @@ def test_unsupported_configs_are_refused(hf_dir):
     raw = json.loads((hf_dir / "config.json").read_text())
     for change in ({"model_type": "t5"}, {"feed_forward_proj": "relu"}, {"is_decoder": True}):
         with pytest.raises(CheckpointError, match="config.json"):
-            config_from_hf({**raw, **change}, hf_dir / "config.json")
+            t5_config_from_json({**raw, **change}, hf_dir / "config.json")
 
 
 def test_full_size_key_coverage_on_meta_device():
@@ -258,11 +260,11 @@ def test_full_size_key_coverage_on_meta_device():
     from transformers import UMT5EncoderModel
 
     real = hf_config(vocab_size=256384, d_model=4096, d_kv=64, num_heads=64, d_ff=10240, num_layers=24)
-    assert config_from_hf(real.to_dict(), "umt5-xxl config") == t5.UMT5_XXL
+    assert t5_config_from_json(real.to_dict(), "umt5-xxl config") == t5.UMT5_XXL
     with torch.device("meta"):
         model = UMT5EncoderModel(real)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    plan = check_keys(t5.UMT5_XXL, "hf", shapes)
+    plan = check_keys(t5.UMT5_XXL, "diffusers", shapes)
     assert sum(len(keys) for _, keys in plan) == len(shapes) - 1  # the tied alias is accepted, not read
     official = official_t5_state(shapes)
     check_keys(t5.UMT5_XXL, "official", official)

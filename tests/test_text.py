@@ -23,8 +23,9 @@ from helpers.layouts import official_t5_state
 from helpers.numerics import relative_error
 from helpers.tokenizer import write_tokenizer
 
-from cosjax import text
+from cosjax import text, tokenizer
 from cosjax.models import t5
+from cosjax.weights import names
 
 ftfy = pytest.importorskip("ftfy")
 regex = pytest.importorskip("regex")
@@ -141,7 +142,7 @@ def test_whitespace_matches_regex_module():
     assert len(chars) > 20
     for c in chars:
         s = f"x{c}{c}y"
-        assert text._WHITESPACE.sub(" ", s) == regex.sub(r"\s+", " ", s), hex(ord(c))
+        assert tokenizer._WHITESPACE.sub(" ", s) == regex.sub(r"\s+", " ", s), hex(ord(c))
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
@@ -209,7 +210,7 @@ def test_official_layout(repos, tmp_path):
 
     folder, model = repos["a"]
     write_tokenizer(tmp_path / "google" / "umt5-xxl")
-    torch.save(official_t5_state(model.state_dict()), tmp_path / text.OFFICIAL_WEIGHTS)
+    torch.save(official_t5_state(model.state_dict()), tmp_path / names.OFFICIAL_T5_WEIGHTS)
     diffusers = text.TextEncoder.from_pretrained(folder)
     official = text.TextEncoder.from_pretrained(tmp_path, config=diffusers.config)
     prompts = PROMPTS[:3]

@@ -16,14 +16,13 @@ from helpers.layouts import official_vae_key
 from helpers.torch_refs import torch
 
 from cosjax.models.vae import VAEConfig, abstract_params
-from cosjax.weights.safetensors_io import CheckpointError
+from cosjax.weights.tensors import CheckpointError, torch_entries
 from cosjax.weights.vae_keys import (
     WAN21_VAE,
     WAN22_VAE,
     check_keys,
     expected_keys,
     official_config,
-    torch_entries,
     torch_shape,
 )
 

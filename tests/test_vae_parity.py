@@ -21,16 +21,9 @@ from helpers.torch_refs import save_official_vae, torch
 from safetensors.torch import load_file, save_file
 
 from cosjax.models import vae
-from cosjax.weights.safetensors_io import CheckpointError
-from cosjax.weights.vae_keys import (
-    WAN21_VAE,
-    WAN22_VAE,
-    load_vae,
-    load_vae_diffusers,
-    load_vae_official,
-    official_config,
-    torch_entries,
-)
+from cosjax.weights.read import load_vae, load_vae_diffusers, load_vae_official
+from cosjax.weights.tensors import CheckpointError, torch_entries
+from cosjax.weights.vae_keys import WAN21_VAE, WAN22_VAE, official_config
 
 TOL = 1e-4
 Z = 4

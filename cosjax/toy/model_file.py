@@ -136,7 +136,7 @@ def load_toy(path: str | Path):
             f"{weights_file} does not match its config: missing {missing[:5]}, unexpected {extra[:5]}, "
             f"wrong shapes {bad[:5]}"
         )
-    from cosjax.weights.safetensors_io import check_finite
+    from cosjax.weights.tensors import check_finite
 
     for key, value in flat.items():
         check_finite(value, key, weights_file)

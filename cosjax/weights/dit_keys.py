@@ -1,52 +1,41 @@
-"""The DiT key map: each parameter of our tree, its name in both PyTorch layouts, its transform.
+"""The DiT key table: each leaf of our tree, its name in the official and the Diffusers layout.
 
-One table serves both layouts: the official `WanModel` names (`wan22.md` 3.1) and the Diffusers
-`WanTransformer3DModel` names (3.2). Block rows hold a `{i}` placeholder for the layer index and
-land stacked on the leading layer axis of our tree.
+Official `WanModel` names (`docs/` wan22.md 3.1) and Diffusers `WanTransformer3DModel` names (3.2).
+Block rows hold `{i}` for the layer index and land stacked on the leading layer axis of our tree.
+The engine (`keymap`) does the checking and streaming; this module is the table.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal
-
-import numpy as np
+from collections.abc import Mapping
 
 from cosjax.configs import DiTConfig
+from cosjax.models.dit import abstract_params
+from cosjax.weights import keymap
+from cosjax.weights.keymap import KeySpec, Layout, spec
 
-Layout = Literal["official", "diffusers"]
-Transform = Literal["linear", "patch", "table", "same"]
-
-
-@dataclasses.dataclass(frozen=True)
-class KeySpec:
-    """One parameter leaf of our tree and where it comes from.
-
-    Attributes:
-      path: path of the leaf in our parameter tree.
-      official: key in the official layout (`{i}` = layer index for stacked leaves).
-      diffusers: key in the Diffusers layout.
-      transform: "linear" ([out, in] -> [in, out]), "patch" (Conv3d [D, C, pt, ph, pw] -> Dense
-        kernel [C*pt*ph*pw, D]), "table" (modulation [1, k, D] -> [k, D]) or "same".
-      stacked: the leaf has a leading layer axis filled from `{i}` = 0..num_layers-1.
-    """
-
-    path: tuple[str, ...]
-    official: str
-    diffusers: str
-    transform: Transform
-    stacked: bool
-
-    def key(self, layout: Layout, layer: int | None = None) -> str:
-        name = self.official if layout == "official" else self.diffusers
-        return name.format(i=layer) if self.stacked else name
+# One key per layout that only that layout has: how a checkpoint's layout is told.
+PROBES: dict[str, str] = {
+    "official": "time_projection.1.weight",
+    "diffusers": "condition_embedder.time_proj.weight",
+}
+# Keys whose shapes give the architecture when there is no config.json: (ffn in, text in, time in, head).
+SHAPE_KEYS: dict[str, tuple[str, str, str, str]] = {
+    "official": ("ffn.0.weight", "text_embedding.0.weight", "time_embedding.0.weight", "head.head.weight"),
+    "diffusers": (
+        "ffn.net.0.proj.weight",
+        "condition_embedder.text_embedder.linear_1.weight",
+        "condition_embedder.time_embedder.linear_1.weight",
+        "proj_out.weight",
+    ),
+}
 
 
 def _linear(path, official, diffusers, stacked=False):
     """Weight and bias rows of one Linear layer."""
     return [
-        KeySpec((*path, "kernel"), f"{official}.weight", f"{diffusers}.weight", "linear", stacked),
-        KeySpec((*path, "bias"), f"{official}.bias", f"{diffusers}.bias", "same", stacked),
+        spec((*path, "kernel"), f"{official}.weight", f"{diffusers}.weight", "linear", stacked),
+        spec((*path, "bias"), f"{official}.bias", f"{diffusers}.bias", "same", stacked),
     ]
 
 
@@ -57,83 +46,74 @@ def _attention(ours, official, diffusers):
             ("blocks", ours, proj),
             f"blocks.{{i}}.{official}.{proj}",
             f"blocks.{{i}}.{diffusers}.{d_proj}",
-            stacked=True,
+            True,
         )
     for norm in ("norm_q", "norm_k"):
         rows.append(
-            KeySpec(
+            spec(
                 ("blocks", ours, norm, "scale"),
                 f"blocks.{{i}}.{official}.{norm}.weight",
                 f"blocks.{{i}}.{diffusers}.{norm}.weight",
-                "same",
-                True,
+                stacked=True,
             )
         )
     return rows
 
 
-KEY_SPECS: tuple[KeySpec, ...] = tuple(
-    [
-        KeySpec(
-            ("patch_embedding", "kernel"), "patch_embedding.weight", "patch_embedding.weight", "patch", False
-        ),
-        KeySpec(("patch_embedding", "bias"), "patch_embedding.bias", "patch_embedding.bias", "same", False),
-        *_linear(("text_embedding_1",), "text_embedding.0", "condition_embedder.text_embedder.linear_1"),
-        *_linear(("text_embedding_2",), "text_embedding.2", "condition_embedder.text_embedder.linear_2"),
-        *_linear(("time_embedding_1",), "time_embedding.0", "condition_embedder.time_embedder.linear_1"),
-        *_linear(("time_embedding_2",), "time_embedding.2", "condition_embedder.time_embedder.linear_2"),
-        *_linear(("time_projection",), "time_projection.1", "condition_embedder.time_proj"),
-        KeySpec(
-            ("blocks", "modulation"), "blocks.{i}.modulation", "blocks.{i}.scale_shift_table", "table", True
-        ),
-        *_attention("self_attn", "self_attn", "attn1"),
-        *_attention("cross_attn", "cross_attn", "attn2"),
-        # The official cross-attention LayerNorm is `norm3`; Diffusers calls the same one `norm2`.
-        KeySpec(
-            ("blocks", "cross_norm", "scale"),
-            "blocks.{i}.norm3.weight",
-            "blocks.{i}.norm2.weight",
-            "same",
-            True,
-        ),
-        KeySpec(
-            ("blocks", "cross_norm", "bias"), "blocks.{i}.norm3.bias", "blocks.{i}.norm2.bias", "same", True
-        ),
-        *_linear(("blocks", "fc1"), "blocks.{i}.ffn.0", "blocks.{i}.ffn.net.0.proj", stacked=True),
-        *_linear(("blocks", "fc2"), "blocks.{i}.ffn.2", "blocks.{i}.ffn.net.2", stacked=True),
-        KeySpec(("head_modulation",), "head.modulation", "scale_shift_table", "table", False),
-        *_linear(("head",), "head.head", "proj_out"),
-    ]
+KEY_SPECS: tuple[KeySpec, ...] = (
+    spec(("patch_embedding", "kernel"), "patch_embedding.weight", "patch_embedding.weight", "patch"),
+    spec(("patch_embedding", "bias"), "patch_embedding.bias", "patch_embedding.bias"),
+    *_linear(("text_embedding_1",), "text_embedding.0", "condition_embedder.text_embedder.linear_1"),
+    *_linear(("text_embedding_2",), "text_embedding.2", "condition_embedder.text_embedder.linear_2"),
+    *_linear(("time_embedding_1",), "time_embedding.0", "condition_embedder.time_embedder.linear_1"),
+    *_linear(("time_embedding_2",), "time_embedding.2", "condition_embedder.time_embedder.linear_2"),
+    *_linear(("time_projection",), "time_projection.1", "condition_embedder.time_proj"),
+    spec(("blocks", "modulation"), "blocks.{i}.modulation", "blocks.{i}.scale_shift_table", "table", True),
+    *_attention("self_attn", "self_attn", "attn1"),
+    *_attention("cross_attn", "cross_attn", "attn2"),
+    # The official cross-attention LayerNorm is `norm3`; Diffusers calls the same one `norm2`.
+    spec(
+        ("blocks", "cross_norm", "scale"), "blocks.{i}.norm3.weight", "blocks.{i}.norm2.weight", stacked=True
+    ),
+    spec(("blocks", "cross_norm", "bias"), "blocks.{i}.norm3.bias", "blocks.{i}.norm2.bias", stacked=True),
+    *_linear(("blocks", "fc1"), "blocks.{i}.ffn.0", "blocks.{i}.ffn.net.0.proj", stacked=True),
+    *_linear(("blocks", "fc2"), "blocks.{i}.ffn.2", "blocks.{i}.ffn.net.2", stacked=True),
+    spec(("head_modulation",), "head.modulation", "scale_shift_table", "table"),
+    *_linear(("head",), "head.head", "proj_out"),
 )
+
+
+def leaf_shapes(config: DiTConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Our parameter tree's leaves as {path: shape}, from `jax.eval_shape` (nothing allocated)."""
+    return keymap.leaf_shapes(abstract_params(config))
+
+
+def key_map(config: DiTConfig) -> keymap.KeyMap:
+    described = (
+        f"dim={config.dim}, ffn_dim={config.ffn_dim}, in_dim={config.in_dim}, out_dim={config.out_dim}, "
+        f"num_layers={config.num_layers}"
+    )
+    return keymap.KeyMap(
+        "DiT", KEY_SPECS, leaf_shapes(config), config.num_layers, described, config.patch_size
+    )
 
 
 def torch_shape(spec: KeySpec, leaf_shape: tuple[int, ...], config: DiTConfig) -> tuple[int, ...]:
     """The PyTorch tensor shape (one layer) that becomes our leaf of shape `leaf_shape`."""
-    shape = tuple(leaf_shape[1:] if spec.stacked else leaf_shape)
-    if spec.transform == "linear":
-        return shape[::-1]
-    if spec.transform == "patch":
-        return (shape[1], shape[0] // config.patch_volume, *config.patch_size)
-    if spec.transform == "table":
-        return (1, *shape)
-    return shape
-
-
-def to_leaf(spec: KeySpec, tensor: np.ndarray) -> np.ndarray:
-    """Turns one PyTorch tensor (one layer) into our layout (still in its source dtype)."""
-    if spec.transform == "linear":
-        return tensor.T
-    if spec.transform == "patch":
-        return tensor.reshape(tensor.shape[0], -1).T
-    if spec.transform == "table":
-        return tensor[0]
-    return tensor
+    return keymap.torch_shape(spec, leaf_shape, config.patch_size)
 
 
 def expected_keys(config: DiTConfig, layout: Layout) -> dict[str, tuple[KeySpec, int | None]]:
-    """Every key a checkpoint of `config` must hold in `layout`, with its spec and layer index."""
-    keys = {}
-    for spec in KEY_SPECS:
-        for layer in range(config.num_layers) if spec.stacked else [None]:
-            keys[spec.key(layout, layer)] = (spec, layer)
-    return keys
+    """Every key a checkpoint of `config` must hold in `layout`, with its row and layer index."""
+    return key_map(config).expected(layout)
+
+
+def check_keys(
+    config: DiTConfig,
+    layout: Layout,
+    shapes: Mapping[str, tuple[int, ...]],
+    files: Mapping[str, object] | None = None,
+    where: object = "checkpoint",
+) -> None:
+    """Checks a checkpoint's keys and shapes against what `config` needs (`KeyMap.check`)."""
+    key_map(config).check(layout, shapes, files, where)

@@ -57,9 +57,10 @@ import numpy as np
 
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import abstract_params
-from cosjax.weights.dit_keys import KEY_SPECS, KeySpec, torch_shape
-from cosjax.weights.safetensors_io import CheckpointError, TensorEntry, check_finite, read_header
+from cosjax.weights.dit_keys import KEY_SPECS, torch_shape
+from cosjax.weights.keymap import KeySpec
 from cosjax.weights.sources import ExpertSource
+from cosjax.weights.tensors import CheckpointError, TensorEntry, check_finite, read_header
 
 EXPERTS = ("high_noise", "low_noise", "dit")
 _PREFIX = "diffusion_model."
@@ -156,7 +157,7 @@ class MergedEntry:
 def with_loras(expert: ExpertSource, loras: Sequence[LoRA]) -> ExpertSource:
     """A copy of `expert` whose targeted weights are read merged, one tensor per `read()`.
 
-    Nothing is read here; `convert.iter_leaves` pulls each merged tensor as it fills a leaf.
+    Nothing is read here; `ExpertSource.leaves` pulls each merged tensor as it fills a leaf.
     """
     if not loras:
         return expert

@@ -6,26 +6,26 @@ Recognised inputs (the layout is detected, never asked for):
   * one model folder: `config.json` + sharded safetensors with a `*.safetensors.index.json`, or
     unsharded safetensors, in either key layout;
   * a single `.safetensors` file, optionally with the `model.diffusion_model.` key prefix.
+The layout of a model is told by its probe key (`dit_keys.PROBES`); a mixture's boundary is the
+repo's `model_index.json` `boundary_ratio`, else its preset's (`configs.mixture_boundary`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from cosjax.configs import PRESETS, DiTConfig
-from cosjax.weights.dit_keys import Layout
-from cosjax.weights.safetensors_io import TORCH_FIX, CheckpointError, TensorEntry, read_header
+import numpy as np
+
+from cosjax.configs import DiTConfig, mixture_boundary
+from cosjax.weights import names
+from cosjax.weights.dit_keys import PROBES, SHAPE_KEYS, key_map
+from cosjax.weights.keymap import Layout
+from cosjax.weights.tensors import TORCH_FIX, CheckpointError, Entry, index_tensors, read_json
 
 log = logging.getLogger(__name__)
-
-SINGLE_FILE_PREFIX = "model.diffusion_model."
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-_OFFICIAL_PROBE = "time_projection.1.weight"
-_DIFFUSERS_PROBE = "condition_embedder.time_proj.weight"
 
 
 @dataclasses.dataclass
@@ -37,14 +37,24 @@ class ExpertSource:
       location: the folder or file it was read from.
       layout: "official" or "diffusers" key names.
       config: the architecture, from config.json, a preset, or inferred from tensor shapes.
-      tensors: key (prefix removed) -> where its bytes are.
+      tensors: key (prefix removed) -> where its bytes are (`tensors.Entry`).
     """
 
     name: str
     location: Path
     layout: Layout
     config: DiTConfig
-    tensors: dict[str, TensorEntry]
+    tensors: dict[str, Entry]
+
+    def check(self) -> list:
+        """Every key, shape and dtype checked against `config` (no data read); returns the read plan."""
+        return key_map(self.config).check_entries(self.layout, self.tensors, self.location)
+
+    def leaves(
+        self, dtype: np.dtype, allow_nonfinite: bool = False
+    ) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+        """(path, leaf) of our tree in `dtype`, one leaf at a time (`KeyMap.iter_leaves`), after `check`."""
+        yield from key_map(self.config).iter_leaves(self.check(), self.tensors, dtype, allow_nonfinite)
 
 
 @dataclasses.dataclass
@@ -76,25 +86,30 @@ def open_checkpoint(path: str | Path, config: DiTConfig | None = None) -> Checkp
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_file():
         return CheckpointSource([_open_model(path, "dit", config)], None)
-    if (path / "transformer").is_dir():
-        names = ["transformer", "transformer_2"] if (path / "transformer_2").is_dir() else ["transformer"]
+    first, second = names.DIFFUSERS_EXPERTS
+    if (path / first).is_dir():
+        if not (path / second).is_dir():
+            return CheckpointSource([_open_model(path / first, "dit", config)], None)
         experts = [
             _open_model(path / n, e, config)
-            for n, e in zip(names, ["high_noise", "low_noise"] if len(names) == 2 else ["dit"], strict=True)
+            for n, e in zip(names.DIFFUSERS_EXPERTS, ("high_noise", "low_noise"), strict=True)
         ]
-        boundary = _read_json(path / "model_index.json").get("boundary_ratio") if len(names) == 2 else None
-        if len(experts) == 2 and boundary is None:
-            boundary = _default_boundary(experts[0].config)
-        return CheckpointSource(experts, boundary)
-    if (path / "high_noise_model").is_dir() or (path / "low_noise_model").is_dir():
-        for sub in ("high_noise_model", "low_noise_model"):
+        boundary = read_json(path / names.MODEL_INDEX).get("boundary_ratio")
+        return CheckpointSource(
+            experts, mixture_boundary(experts[0].config) if boundary is None else boundary
+        )
+    if any((path / sub).is_dir() for sub in names.OFFICIAL_EXPERTS):
+        for sub in names.OFFICIAL_EXPERTS:
             if not (path / sub).is_dir():
                 raise CheckpointError(f"{path}: has one A14B expert folder but {sub}/ is missing")
-        experts = [_open_model(path / f"{e}_model", e, config) for e in ("high_noise", "low_noise")]
-        return CheckpointSource(experts, _default_boundary(experts[0].config))
+        experts = [
+            _open_model(path / sub, e, config)
+            for sub, e in zip(names.OFFICIAL_EXPERTS, ("high_noise", "low_noise"), strict=True)
+        ]
+        return CheckpointSource(experts, mixture_boundary(experts[0].config))
     if list(path.glob("*.safetensors")) or list(path.glob("*.safetensors.index.json")):
         return CheckpointSource([_open_model(path, "dit", config)], None)
-    pickles = sorted(p.name for suffix in TORCH_SUFFIXES for p in path.glob(f"*{suffix}"))
+    pickles = sorted(p.name for suffix in names.TORCH_SUFFIXES for p in path.glob(f"*{suffix}"))
     if pickles:
         raise CheckpointError(f"{path}: holds only PyTorch pickle files ({', '.join(pickles)}); {TORCH_FIX}")
     raise CheckpointError(
@@ -103,99 +118,23 @@ def open_checkpoint(path: str | Path, config: DiTConfig | None = None) -> Checkp
     )
 
 
-def _default_boundary(config: DiTConfig) -> float:
-    """The official MoE boundary for an A14B pair: 0.9 for I2V, 0.875 for T2V."""
-    name = "wan2.2-i2v-a14b" if config.model_type == "i2v" else "wan2.2-t2v-a14b"
-    return PRESETS[name].sampling.boundary
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
-
-
 def _open_model(location: Path, name: str, config: DiTConfig | None) -> ExpertSource:
     tensors = index_tensors(location)
-    if any(k.startswith(SINGLE_FILE_PREFIX) for k in tensors):
-        tensors = {k.removeprefix(SINGLE_FILE_PREFIX): v for k, v in tensors.items()}
-    if _DIFFUSERS_PROBE in tensors:
-        layout: Layout = "diffusers"
-    elif _OFFICIAL_PROBE in tensors:
-        layout = "official"
-    else:
+    if any(k.startswith(names.SINGLE_FILE_PREFIX) for k in tensors):
+        tensors = {k.removeprefix(names.SINGLE_FILE_PREFIX): v for k, v in tensors.items()}
+    layout = next((layout for layout, probe in PROBES.items() if probe in tensors), None)
+    if layout is None:
         files = sorted({e.file.name for e in tensors.values()})
+        probes = " nor ".join(f"{probe!r} ({layout})" for layout, probe in PROBES.items())
         raise CheckpointError(
             f"{location}: not a Wan DiT checkpoint in a known layout: {', '.join(files)} hold neither "
-            f"{_OFFICIAL_PROBE!r} (official) nor {_DIFFUSERS_PROBE!r} (Diffusers)"
+            f"{probes}"
         )
     folder = location if location.is_dir() else location.parent
     if config is None:
-        raw = _read_json(folder / "config.json")
+        raw = read_json(folder / "config.json")
         config = config_from_json(raw, folder / "config.json") if raw else infer_config(tensors, layout)
     return ExpertSource(name, location, layout, config, tensors)
-
-
-def index_tensors(location: Path) -> dict[str, TensorEntry]:
-    """key -> TensorEntry over a file, or a folder's shards (through its index when there is one)."""
-    if location.is_file():
-        return read_header(location)
-    indexes = sorted(location.glob("*.safetensors.index.json"))
-    if len(indexes) > 1:
-        raise CheckpointError(f"{location}: several safetensors indexes: {[p.name for p in indexes]}")
-    if indexes:
-        index = _read_json(indexes[0])
-        weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{indexes[0]}: corrupt index: no weight_map")
-        for shard in weight_map.values():
-            _check_inside(shard, indexes[0])
-        headers = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (location / shard).is_file():
-                raise CheckpointError(f"{location / shard}: shard listed in {indexes[0].name} is missing")
-            headers[shard] = read_header(location / shard)
-        tensors = {}
-        for key, shard in weight_map.items():
-            if key not in headers[shard]:
-                raise CheckpointError(
-                    f"{location / shard}: index {indexes[0].name} places {key!r} in "
-                    f"this shard, but the shard does not hold it"
-                )
-            tensors[key] = headers[shard][key]
-        for shard, header in headers.items():
-            for key in header.keys() - weight_map.keys():
-                raise CheckpointError(
-                    f"{location / shard}: holds {key!r}, which the index {indexes[0].name} does not list"
-                )
-        return tensors
-    files = sorted(location.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"{location}: no .safetensors files")
-    tensors = {}
-    for f in files:
-        for key, entry in read_header(f).items():
-            if key in tensors:
-                raise CheckpointError(f"{f}: key {key!r} is also in {tensors[key].file}")
-            tensors[key] = entry
-    return tensors
-
-
-def _check_inside(shard: object, index: Path) -> None:
-    """An index entry must name a file inside the model folder: a relative path without '..'.
-
-    Checked on the name, not the resolved path, so symlinked shards (the Hugging Face cache links
-    every file to a blob elsewhere) stay loadable.
-    """
-    parts = Path(shard).parts if isinstance(shard, str) and shard else ("..",)
-    if not isinstance(shard, str) or Path(shard).is_absolute() or ".." in parts:
-        raise CheckpointError(
-            f"{index}: weight_map entry {shard!r} does not name a file inside {index.parent} (an index may "
-            "only list shards in its own folder, by relative name)"
-        )
 
 
 def config_from_json(raw: dict, where: Path) -> DiTConfig:
@@ -279,26 +218,13 @@ def _model_type(in_dim: int, out_dim: int) -> str:
     return "ti2v" if in_dim == out_dim == 48 else "t2v"
 
 
-def infer_config(tensors: Mapping[str, TensorEntry], layout: Layout) -> DiTConfig:
+def infer_config(tensors: Mapping[str, Entry], layout: Layout) -> DiTConfig:
     """Architecture from tensor shapes alone (single files without config.json).
 
     The head count is not visible in the shapes; every Wan release uses head_dim 128, so
     num_heads = dim / 128 (pass a config to override).
     """
-    names = {
-        "official": (
-            "ffn.0.weight",
-            "text_embedding.0.weight",
-            "time_embedding.0.weight",
-            "head.head.weight",
-        ),
-        "diffusers": (
-            "ffn.net.0.proj.weight",
-            "condition_embedder.text_embedder.linear_1.weight",
-            "condition_embedder.time_embedder.linear_1.weight",
-            "proj_out.weight",
-        ),
-    }[layout]
+    names = SHAPE_KEYS[layout]
     try:
         dim, in_dim, *patch = tensors["patch_embedding.weight"].shape
         layers = {int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")}

@@ -1,4 +1,4 @@
-"""Loading a DiT: from our converted Orbax folder, or straight from a PyTorch checkpoint."""
+"""Loading a DiT: from our converted Orbax folder (`read.py`), or straight from a PyTorch checkpoint."""
 
 from __future__ import annotations
 
@@ -16,16 +16,14 @@ from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, abstract_params
 from cosjax.parallel import param_shardings
 from cosjax.paths import AnyPath, building, check_destination, require_local, user_path
-from cosjax.weights.convert import (
-    FORMAT_VERSION,
-    METADATA_FILE,
-    check_expert,
-    check_restored,
-    iter_leaves,
-    numpy_dtype,
-)
-from cosjax.weights.safetensors_io import CheckpointError
+from cosjax.weights import names
+from cosjax.weights.convert import dit_metadata
+from cosjax.weights.keymap import build_tree
+from cosjax.weights.read import read_dit_metadata, restore_experts
 from cosjax.weights.sources import open_checkpoint
+from cosjax.weights.tensors import numpy_dtype
+
+METADATA_FILE = names.DIT_METADATA
 
 Params = Any
 
@@ -119,15 +117,15 @@ def peek_dit(path: str | Path, dtype: str | None = None) -> tuple[DiTConfig, tup
     (a converted folder's metadata, or a PyTorch checkpoint's headers); paths as `load_dit` takes them."""
     path = user_path(path)
     if (path / METADATA_FILE).is_file():
-        meta = json.loads((path / METADATA_FILE).read_text())
-        config, names, stored = DiTConfig.from_dict(meta["config"]), tuple(meta["experts"]), meta["dtype"]
+        meta, config, stored_dtype = read_dit_metadata(path)
+        experts, stored = tuple(meta["experts"]), stored_dtype.name
     else:
         what = f"holds no {METADATA_FILE} (not a converted folder); a PyTorch checkpoint"
         fix = "convert it (cosjax convert) and load the converted folder from there, or copy it locally"
         source = open_checkpoint(require_local(path, what, fix))
-        config, names = source.experts[0].config, tuple(e.name for e in source.experts)
+        config, experts = source.experts[0].config, tuple(e.name for e in source.experts)
         stored = source.experts[0].tensors["patch_embedding.weight"].dtype.name
-    return config, names, jnp.dtype(numpy_dtype(dtype or stored))
+    return config, experts, jnp.dtype(numpy_dtype(dtype or stored))
 
 
 def _shardings(config: DiTConfig, mesh: Mesh | None):
@@ -140,48 +138,17 @@ def _place_expert(expert, dtype, mesh: Mesh | None, allow_nonfinite: bool = Fals
     by_path = {}
     if shardings is not None:
         by_path = {tuple(k.key for k in p): s for p, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
-    check_expert(expert)
-    tree: dict = {}
-    for spec, leaf in iter_leaves(expert, dtype, allow_nonfinite):
-        node = tree
-        for name in spec.path[:-1]:
-            node = node.setdefault(name, {})
-        node[spec.path[-1]] = jax.device_put(leaf, by_path.get(spec.path))
-        del leaf
-    return tree
+    return build_tree(
+        expert.leaves(dtype, allow_nonfinite), lambda path, leaf: jax.device_put(leaf, by_path.get(path))
+    )
 
 
 def _load_converted(
     path: AnyPath, dtype: str | None, mesh: Mesh | None, allow_nonfinite: bool = False
 ) -> LoadedDiT:
-    from orbax.checkpoint.experimental import v1 as ocp
-
-    file = path / METADATA_FILE
-    try:
-        meta = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(
-            f"{file}: unreadable ({e}); the converted folder is damaged: convert the checkpoint again"
-        ) from None
-    if not isinstance(meta, dict):
-        meta = {}
-    if (meta.get("format"), meta.get("version")) != ("cosjax-dit", FORMAT_VERSION):
-        raise CheckpointError(f"{file}: not a cosjax DiT folder of version {FORMAT_VERSION}")
-    try:
-        config = DiTConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{file}: bad config ({e})") from None
+    _, config, _ = read_dit_metadata(path)
+    meta, experts = restore_experts(path, _shardings(config, mesh), allow_nonfinite)
     stored = jnp.dtype(numpy_dtype(meta["dtype"]))
-    single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    shardings = _shardings(config, mesh) or jax.tree.map(lambda _: single, abstract_params(config))
-    abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, stored, sharding=s), abstract_params(config), shardings
-    )
-    experts = {}
-    for name in meta["experts"]:
-        if not (path / name).is_dir():
-            raise CheckpointError(f"{path / name}: expert folder is missing")
-        experts[name] = check_restored(ocp.load_pytree(path / name, abstract), path / name, allow_nonfinite)
     target = jnp.dtype(numpy_dtype(dtype)) if dtype else stored
     if target != stored:
         experts = jax.tree.map(lambda a: a.astype(target), experts)
@@ -212,15 +179,6 @@ def save_dit(
     with building(path) as tmp:
         for name, params in experts.items():
             ocp.save_pytree(tmp / name, params)
-        meta = {
-            "format": "cosjax-dit",
-            "version": FORMAT_VERSION,
-            "config": config.to_dict(),
-            "experts": list(experts),
-            "high_noise_expert": "high_noise" if "high_noise" in experts else None,
-            "boundary": boundary,
-            "dtype": jnp.dtype(dtypes.pop()).name,
-            "source": {"path": None, "layout": "cosjax"},
-        }
+        meta = dit_metadata(config, list(experts), boundary, jnp.dtype(dtypes.pop()), None, "cosjax")
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return path
