@@ -18,9 +18,8 @@ import ml_dtypes
 import numpy as np
 
 from cosjax import tokenizer as tokenizer_lib
-from cosjax.configs import DiTConfig
+from cosjax.configs import DiTConfig, VAEConfig
 from cosjax.models.t5 import UMT5_XXL, T5Config
-from cosjax.models.vae import VAEConfig
 from cosjax.weights import names, t5_keys, vae_keys
 from cosjax.weights.keymap import Layout
 from cosjax.weights.tensors import CheckpointError, index_tensors, read_header, read_json, read_torch_state

@@ -23,9 +23,9 @@ DIFFUSERS_EXPERTS = ("transformer", "transformer_2")
 MODEL_INDEX = "model_index.json"
 DIFFUSERS_WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_INDEX_FILE = DIFFUSERS_WEIGHTS_FILE + ".index.json"
-# Official: high_noise_model/ + low_noise_model/ (A14B), Wan2.x_VAE.pth, the umT5 .pth, google/umt5-xxl/.
+# Official: high_noise_model/ + low_noise_model/ (A14B), Wan2.x_VAE.pth (by VAE preset:
+# `configs.VAE_FILES`), the umT5 .pth, google/umt5-xxl/.
 OFFICIAL_EXPERTS = ("high_noise_model", "low_noise_model")
-OFFICIAL_VAE_FILES = {"wan2.1": "Wan2.1_VAE.pth", "wan2.2": "Wan2.2_VAE.pth"}  # by VAE preset
 OFFICIAL_VAE_GLOB = "*VAE.pth"
 OFFICIAL_T5_WEIGHTS = "models_t5_umt5-xxl-enc-bf16.pth"
 DIFFUSERS_T5_WEIGHTS = "text_encoder"

@@ -17,12 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cosjax.configs import DiTConfig
+from cosjax.configs import DiTConfig, VAEConfig
 from cosjax.models import t5 as t5_lib
 from cosjax.models import vae as vae_lib
 from cosjax.models.dit import abstract_params as dit_abstract_params
 from cosjax.models.t5 import T5Config
-from cosjax.models.vae import VAEConfig
 from cosjax.paths import AnyPath, require_local, user_path
 from cosjax.weights import names
 from cosjax.weights.components import open_diffusers_vae, open_official_vae, open_t5, open_vae

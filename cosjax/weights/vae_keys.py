@@ -23,7 +23,7 @@ in `wan/modules/vae2_1.py` / `vae2_2.py`). Same tensors and leaf rule, other mod
     `upsamples.i.upsamples.j`, `up_blocks.i.upsampler` <-> `upsamples.i.upsamples.{R+1}`.
 
 The official files carry no config: their architecture is one of the VAE presets of `cosjax.configs`
-(`VAE_CONFIGS` here), told by the latent width (`official_config`). In both layouts the rows come
+(`configs.VAE_PRESETS`), told by the latent width (`official_config`). In both layouts the rows come
 from the model itself (`abstract_params`), so a checkpoint that does not fit the config is rejected
 before any tensor data is used.
 """
@@ -33,16 +33,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from cosjax.configs import VAE_PRESETS
-from cosjax.models.vae import VAEConfig, abstract_params
+from cosjax.configs import VAE_PRESETS, VAEConfig
+from cosjax.models.vae import abstract_params
 from cosjax.weights import keymap
 from cosjax.weights.keymap import KeySpec, Layout
 from cosjax.weights.tensors import CheckpointError, Entry
 
 Path_ = tuple[str, ...]
-VAE_CONFIGS: dict[str, VAEConfig] = {name: VAEConfig(**fields) for name, fields in VAE_PRESETS.items()}
-WAN21_VAE, WAN22_VAE = VAE_CONFIGS["wan2.1"], VAE_CONFIGS["wan2.2"]
-OFFICIAL_CONFIGS: dict[int, VAEConfig] = {c.z_dim: c for c in VAE_CONFIGS.values()}  # by latent width
+WAN21_VAE, WAN22_VAE = VAE_PRESETS["wan2.1"], VAE_PRESETS["wan2.2"]
+# The official files carry no config: the VAE preset of the file's latent width is its architecture.
+OFFICIAL_CONFIGS: dict[int, VAEConfig] = {c.z_dim: c for c in VAE_PRESETS.values()}
 _LEAF_NAMES = {"kernel": "weight", "scale": "gamma", "bias": "bias"}
 _RESNET_PARTS = {
     "norm1": "residual.0",
@@ -156,7 +156,7 @@ def official_config(entries: Mapping[str, Entry], where: object) -> VAEConfig:
         )
     z_dim = entry.shape[0] if entry.shape else None
     if z_dim not in OFFICIAL_CONFIGS:
-        names = {c.z_dim: name for name, c in VAE_CONFIGS.items()}
+        names = {c.z_dim: name for name, c in VAE_PRESETS.items()}
         known = " nor ".join(f"{z} ({names.get(z, 'custom')})" for z in OFFICIAL_CONFIGS)
         raise CheckpointError(
             f"{where}: 'conv2.weight' has shape {entry.shape}: z_dim {z_dim} is neither {known}; pass "
