@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosjax.configs import DiTConfig, mixture_boundary
+from cosjax.configs import PRESETS, DiTConfig, mixture_boundary
 from cosjax.weights import names
 from cosjax.weights.dit_keys import PROBES, SHAPE_KEYS, key_map
 from cosjax.weights.keymap import Layout
@@ -211,11 +211,15 @@ def _patch(raw: dict) -> tuple:
 
 
 def _model_type(in_dim: int, out_dim: int) -> str:
+    """The model type of a checkpoint that does not name one (Diffusers configs, bare files): that of
+    the named preset with the same (in, out) channels; for channel counts no preset has, the I2V
+    input rule (latents + 4 mask + latents of the first frame: in = 2 * out + 4), else t2v."""
     if not all(isinstance(v, int) for v in (in_dim, out_dim)):
         return "t2v"  # DiTConfig then names the field that is not an integer
-    if in_dim == out_dim + 20:
-        return "i2v"
-    return "ti2v" if in_dim == out_dim == 48 else "t2v"
+    for preset in PRESETS.values():
+        if (preset.dit.in_dim, preset.dit.out_dim) == (in_dim, out_dim):
+            return preset.model_type
+    return "i2v" if in_dim == 2 * out_dim + 4 else "t2v"
 
 
 def infer_config(tensors: Mapping[str, Entry], layout: Layout) -> DiTConfig:
