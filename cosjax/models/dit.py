@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosjax.configs import DiTConfig
+from cosjax.geometry import padded_tokens
 from cosjax.models.attention import apply_rope, attention, rope_tables
 from cosjax.parallel import axis_size, constrain
 from cosjax.plan import EMPTY_LAYER_PLAN, LayerPlan
@@ -458,7 +459,7 @@ class WanDiT(nn.Module):
         # Under context parallelism the sequence is padded to a multiple of the context axis; padded
         # tokens are never attended to as keys and are dropped before unpatchify.
         num_tokens = int(np.prod(grid))
-        pad_tokens = -num_tokens % axis_size("context")
+        pad_tokens = padded_tokens(num_tokens, axis_size("context")) - num_tokens
         tokens = _pad_tokens(patchify(x.astype(dt), config.patch_size), pad_tokens)
         h = _dense(config.dim, dt, pdt, "patch_embedding")(tokens).astype(jnp.float32)
         h = constrain(h, "data", "context", None)
