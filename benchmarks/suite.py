@@ -199,7 +199,7 @@ def save_random(config: DiTConfig, dtype: str, folder: str, seed: int) -> str:
     import jax
 
     import cosjax
-    from cosjax.weights.store import save_dit
+    from cosjax.weights.convert import save_dit
 
     params = cosjax.init_params(config, jax.random.key(seed), dtype=dtype)
     path = save_dit(Path(folder) / "ours", config, {"dit": params})

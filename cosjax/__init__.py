@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 from cosjax.weights.convert import convert_checkpoint  # noqa: E402
-from cosjax.weights.store import LoadedDiT, load_dit  # noqa: E402
+from cosjax.weights.loading import LoadedDiT, load_dit  # noqa: E402
 
 __all__ += ["LoadedDiT", "convert_checkpoint", "load_dit"]
 

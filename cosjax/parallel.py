@@ -1,4 +1,4 @@
-"""Meshes, parameter shardings and activation constraints (DESIGN.md section 6).
+"""Meshes, parameter shardings and activation constraints (docs/design.md section 6).
 
 Mesh axes: `data` (CFG pair, batch, ensemble seeds), `fsdp` (parameters, FSDP-style), `context`
 (the token sequence; self-attention switches to heads-sharded with all-to-alls, Ulysses-style, via

@@ -35,8 +35,8 @@ from cosjax.sampling.build import build_sampler
 from cosjax.sampling.noise import NOISE_SOURCES, reference_noise
 from cosjax.sampling.sampler import Conditioning, Sampler, SamplerSettings
 from cosjax.text import TextEncoder
+from cosjax.weights.loading import LoadedDiT, load_dit
 from cosjax.weights.read import load_vae
-from cosjax.weights.store import LoadedDiT, load_dit
 
 log = logging.getLogger(__name__)
 # On a mesh, the VAE and the text encoder are replicated when their parameters take at most this many

@@ -61,7 +61,7 @@ class PipelineSubject:
         from cosjax.configs import get_sampling_preset
         from cosjax.data.vbvr_bench import inspect_bench
         from cosjax.pipeline import match_model, sampler_settings
-        from cosjax.weights.store import peek_dit
+        from cosjax.weights.loading import peek_dit
 
         kind, root = parse_data(data)
         if kind != "vbvr-bench":

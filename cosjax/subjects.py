@@ -211,19 +211,6 @@ class ToySubject:
         return case.source.video
 
 
-def load_subject(model: str | None, data: str = "toy", **kwargs) -> Any:
-    """The subject for `--model` (None = the embedded toy) and `--data`; `kwargs` go to
-    `PipelineSubject` (`Pipeline.from_pretrained` options). `subject.load(mesh)` places the model."""
-    kind, _ = parse_data(data)
-    if kind == "toy":
-        return ToySubject(model)
-    from cosjax.pipeline_subject import PipelineSubject
-
-    if model is None:
-        raise ValueError("--data vbvr-bench needs --model (a converted Wan checkpoint folder)")
-    return PipelineSubject(model, data=data, **kwargs)
-
-
 def key_for(case: CaseRef, seed: int) -> jax.Array:
     """The sampling key of a case: fold_in(key(seed), crc32(case id)), stable across runs and batches."""
     import zlib

@@ -23,7 +23,7 @@ from cosjax.paths import user_path
 from cosjax.runs import RunFolder
 from cosjax.sampling.sampler import Conditioning, SamplerSettings
 from cosjax.sampling.solvers import SOLVERS
-from cosjax.subjects import CaseRef, key_for, load_subject
+from cosjax.subjects import CaseRef, ToySubject, key_for, parse_data
 from cosjax.tensorboard import Writer
 
 
@@ -256,6 +256,19 @@ class Setup:
 
 def _sampler_overrides(config) -> dict:
     return {k: getattr(config, k) for k in ("steps", "shift", "guide_scale", "solver")}
+
+
+def load_subject(model: str | None, data: str = "toy", **kwargs) -> Any:
+    """The subject for `--model` (None = the embedded toy) and `--data`; `kwargs` go to
+    `PipelineSubject` (`Pipeline.from_pretrained` options). `subject.load(mesh)` places the model."""
+    kind, _ = parse_data(data)
+    if kind == "toy":
+        return ToySubject(model)
+    from cosjax.pipeline_subject import PipelineSubject
+
+    if model is None:
+        raise ValueError("--data vbvr-bench needs --model (a converted Wan checkpoint folder)")
+    return PipelineSubject(model, data=data, **kwargs)
 
 
 def prepare(

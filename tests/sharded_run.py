@@ -137,7 +137,8 @@ def restore(target_sizes: dict) -> dict:
     import tempfile
 
     from cosjax.parallel import param_shardings
-    from cosjax.weights.store import load_dit, save_dit
+    from cosjax.weights.convert import save_dit
+    from cosjax.weights.loading import load_dit
 
     config = cj.DiTConfig(
         dim=512, ffn_dim=2048, num_heads=4, num_layers=8, in_dim=16, out_dim=16, text_dim=256

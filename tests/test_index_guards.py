@@ -18,7 +18,7 @@ import cosjax as cj
 from cosjax import transforms as T
 from cosjax.pipeline import Pipeline, match_model
 from cosjax.sampling.sampler import Conditioning, SamplerSettings, make_sampler
-from cosjax.weights.store import LoadedDiT
+from cosjax.weights.loading import LoadedDiT
 
 STEPS = 2
 SHAPE = (1, 16, 2, 4, 4)  # 2 latent frames, 2 x 2 patches -> 8 tokens

@@ -30,7 +30,7 @@ from cosjax.tensorboard import Writer
 from cosjax.toy.codec import prompt_embeddings
 from cosjax.toy.config import toy_dit_config
 from cosjax.toy.model_file import save_toy
-from cosjax.weights.store import save_dit
+from cosjax.weights.convert import save_dit
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 

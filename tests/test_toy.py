@@ -28,7 +28,7 @@ import json, sys
 import jax
 import experiments
 from experiments import common  # what every experiment builds on
-from cosjax.subjects import load_subject
+from experiments.common import load_subject
 
 subject = load_subject(None)  # the embedded toy model
 cases = subject.cases("move", 1)

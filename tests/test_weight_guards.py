@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 import cosjax as cj
 from cosjax.cli import main as cli_main
 from cosjax.runs import DamagedRunError, RunFolder
-from cosjax.weights.store import save_dit
+from cosjax.weights.convert import save_dit
 from cosjax.weights.tensors import CheckpointError, NonFiniteError, read_header
 
 SHARD = "diffusion_pytorch_model-00001-of-00001.safetensors"

@@ -32,7 +32,7 @@ from cosjax.models.attention import default_backend
 from cosjax.parallel import param_shardings
 from cosjax.plan import Plan
 from cosjax.sampling.sampler import Conditioning, Result, Sampler, SamplerSettings, make_sampler
-from cosjax.weights.store import LoadedDiT
+from cosjax.weights.loading import LoadedDiT
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

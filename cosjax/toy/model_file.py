@@ -117,7 +117,7 @@ def load_toy(path: str | Path):
     from safetensors.numpy import load as load_bytes
 
     from cosjax.models.dit import abstract_params
-    from cosjax.weights.store import LoadedDiT
+    from cosjax.weights.loading import LoadedDiT
 
     path = user_path(path)  # local or a URL: both files are read whole (a toy model is small)
     meta_file, weights_file = path / TOY_FILE, path / TOY_WEIGHTS

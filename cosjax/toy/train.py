@@ -1,6 +1,6 @@
 """Flow-matching training of a tiny Wan-architecture I2V model on pixel-derived latents (no VAE).
 
-This trains the embedded toy model of `DESIGN.md` section 7: same `WanDiT` code as the real
+This trains the embedded toy model of `docs/design.md` section 7: same `WanDiT` code as the real
 checkpoints, tiny config, optax, Orbax checkpoints, TensorBoard logging, exact resumption.
 
 The latent codec it trains in is `cosjax.toy.codec`, the folder it exports `cosjax.toy.model_file`.

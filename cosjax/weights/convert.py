@@ -22,7 +22,10 @@ import math
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -283,3 +286,32 @@ def dit_metadata(
         "dtype": np.dtype(dtype).name,
         "source": {"path": path, "layout": layout},
     }
+
+
+def save_dit(
+    path: str | Path,
+    config: DiTConfig,
+    experts: dict[str, Any],
+    boundary: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes parameters (e.g. trained or sharded ones) as a converted folder `load_dit` reads.
+
+    Same layout as `convert_checkpoint`: `cosjax_dit.json` + one Orbax checkpoint per expert, written
+    in a hidden sibling folder and renamed into place when complete. Sharded arrays are saved by every
+    host for its own shards. `path` must be absent, an empty folder, or (with `overwrite`) a converted
+    folder; any other folder is refused (`cosjax.paths.check_destination`).
+    """
+    from orbax.checkpoint.experimental import v1 as ocp
+
+    path = require_local(user_path(path), "save_dit's folder", "save locally, then copy the folder")
+    check_destination(path, names.DIT_METADATA, overwrite)
+    dtypes = {leaf.dtype for params in experts.values() for leaf in jax.tree.leaves(params)}
+    if len(dtypes) != 1:
+        raise ValueError(f"all parameters must share one dtype, found {sorted(str(d) for d in dtypes)}")
+    with building(path) as tmp:
+        for name, params in experts.items():
+            ocp.save_pytree(tmp / name, params)
+        meta = dit_metadata(config, list(experts), boundary, jnp.dtype(dtypes.pop()), None, "cosjax")
+        (tmp / names.DIT_METADATA).write_text(json.dumps(meta, indent=2))
+    return path

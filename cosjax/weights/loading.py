@@ -1,10 +1,10 @@
-"""Loading a DiT: from our converted Orbax folder (`read.py`), or straight from a PyTorch checkpoint."""
+"""Loading a DiT for use: from our converted Orbax folder (`read.py`) or straight from a PyTorch
+checkpoint, cast and placed on a mesh (`load_dit`, `peek_dit`). Writing one is `convert.py`'s (`save_dit`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,8 @@ from jax.sharding import Mesh
 from cosjax.configs import DiTConfig
 from cosjax.models.dit import WanDiT, abstract_params
 from cosjax.parallel import param_shardings
-from cosjax.paths import AnyPath, building, check_destination, require_local, user_path
+from cosjax.paths import AnyPath, require_local, user_path
 from cosjax.weights import names
-from cosjax.weights.convert import dit_metadata
 from cosjax.weights.keymap import build_tree
 from cosjax.weights.read import read_dit_metadata, restore_experts
 from cosjax.weights.sources import open_checkpoint
@@ -154,31 +153,3 @@ def _load_converted(
         experts = jax.tree.map(lambda a: a.astype(target), experts)
     return LoadedDiT(config, experts, meta.get("boundary"), target)
 
-
-def save_dit(
-    path: str | Path,
-    config: DiTConfig,
-    experts: dict[str, Params],
-    boundary: float | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Writes parameters (e.g. trained or sharded ones) as a converted folder `load_dit` reads.
-
-    Same layout as `convert_checkpoint`: `cosjax_dit.json` + one Orbax checkpoint per expert, written
-    in a hidden sibling folder and renamed into place when complete. Sharded arrays are saved by every
-    host for its own shards. `path` must be absent, an empty folder, or (with `overwrite`) a converted
-    folder; any other folder is refused (`cosjax.paths.check_destination`).
-    """
-    from orbax.checkpoint.experimental import v1 as ocp
-
-    path = require_local(user_path(path), "save_dit's folder", "save locally, then copy the folder")
-    check_destination(path, METADATA_FILE, overwrite)
-    dtypes = {leaf.dtype for params in experts.values() for leaf in jax.tree.leaves(params)}
-    if len(dtypes) != 1:
-        raise ValueError(f"all parameters must share one dtype, found {sorted(str(d) for d in dtypes)}")
-    with building(path) as tmp:
-        for name, params in experts.items():
-            ocp.save_pytree(tmp / name, params)
-        meta = dit_metadata(config, list(experts), boundary, jnp.dtype(dtypes.pop()), None, "cosjax")
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-    return path
