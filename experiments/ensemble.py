@@ -211,7 +211,7 @@ def score(run_dir, evalkit: str | None = None, python: str | None = None, bench:
         raise ValueError("no EvalKit folder: pass --evalkit PATH (a VBVR-EvalKit checkout)")
     index = inspect_bench(bench or root)
     cases, _ = bench_cases(index, run_config["cases"])
-    folder = RunFolder(run_dir, run_config)
+    folder = RunFolder(run_dir, stored)
     unfinished = [c.id for c in cases if not folder.finished(c.id)]
     if unfinished:
         raise ValueError(

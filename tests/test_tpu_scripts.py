@@ -690,13 +690,14 @@ def test_run_on_one_worker_is_a_single_process(env, recording, tmp_path):
 
 def readme_commands(path: Path) -> list[list[str]]:
     """The `cosjax ...` command lines in PATH's code blocks (a `tpu/run.sh [its options] ...` line
-    counts as `cosjax ...`), continuation lines joined and comments dropped."""
-    commands, block, pending = [], False, ""
+    counts as `cosjax ...`), continuation lines joined and comments dropped. Blocks fenced as
+    ```text (pictures such as the layout tree, not commands) are skipped."""
+    commands, block, pending = [], None, ""
     for line in path.read_text().splitlines():
         if line.startswith("```"):
-            block, pending = not block, ""
+            block, pending = (line[3:].strip() if block is None else None), ""
             continue
-        if not block:
+        if block is None or block == "text":
             continue
         line = pending + line.strip()
         if line.endswith("\\"):
