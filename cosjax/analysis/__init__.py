@@ -3,6 +3,9 @@
 cka:     linear CKA / 1 - CKA between representations ("information flow").
 energy:  token / layer / frame L2 energy of hidden states on the latent token grid.
 images:  uint8 step x frame grids, viridis heatmaps, tiling (pure numpy).
+phenomena, summaries: the issue-14 measures per case and over cases (pure numpy).
+plots:   labelled matplotlib figures (import `cosjax.analysis.plots`; not re-exported here, so that
+         importing the package does not load matplotlib).
 """
 
 from cosjax.analysis.cka import batched_linear_cka, cka_dissimilarity, cka_matrix, linear_cka
