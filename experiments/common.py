@@ -368,6 +368,18 @@ def save_png(setup: Setup, case_id: str, name: str, image: np.ndarray) -> None:
         write_png(setup.folder.artifact(case_id, name), image)
 
 
+def save_figure(setup: Setup, name: str, fig, caption: str) -> dict:
+    """Writes a summary figure (`cosjax.analysis.plots`) to `plots/NAME.png` in the run folder (atomic)
+    and logs it to TensorBoard as `plots/NAME` (process 0 only); returns its entry for the summary's
+    "figures" list: {"file": path relative to the run folder, "caption": one sentence}."""
+    from cosjax.analysis.plots import save
+
+    file = f"plots/{name}.png"
+    if setup.folder.owner:
+        save(fig, setup.folder.out / file, setup.writer, f"plots/{name}")
+    return {"file": file, "caption": caption}
+
+
 def group_means(rows: Sequence[dict], field: str) -> dict[str, float | None]:
     """Mean of rows[field] per task group, per split, and overall (None values skipped)."""
     out: dict[str, float | None] = {"overall": mean(r[field] for r in rows)}

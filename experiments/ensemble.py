@@ -15,11 +15,15 @@ Noise: both arms draw their initial noise from the batch key (the first case's k
 `experiments.common.batch_key`), not per case, because the ensemble derives its other seeds from
 the key.
 
-Toy subject: videos are scored at once by the task scorers. VBVR-Bench: both arms' videos are written
-in the EvalKit layout under `videos/plain/` and `videos/ensemble/`; with `evalkit=PATH` the EvalKit's
-task-specific scoring runs on each and overall / in-domain / out-of-domain / per-category means
-are logged (missing videos and samples absent from the bench counted as failures, see
-`cosjax.evalkit.summarize`).
+Toy subject: videos are scored at once by the task scorers; the summary's "gain" holds, for the
+solved share and the score, the mean gain ensemble - plain over cases with its 95% paired bootstrap
+interval (`cosjax.analysis.summaries.gains`) overall, per split, per family and per family and split
+(TensorBoard `gain_solved/*`, `gain_score/*`; figure `plots/ensemble_gain.png`).
+
+VBVR-Bench: both arms' videos are written in the EvalKit layout under `videos/plain/` and
+`videos/ensemble/`; with `evalkit=PATH` the EvalKit's task-specific scoring runs on each and
+overall / in-domain / out-of-domain / per-category means are logged (missing videos and samples
+absent from the bench counted as failures, see `cosjax.evalkit.summarize`).
 
 The EvalKit runs under `evalkit_python=PY` (else $COSJAX_EVALKIT_PYTHON, else cosjax's own
 interpreter), which needs what it imports (`pip install "cosjax[evalkit]"`); that is checked before
@@ -38,6 +42,8 @@ import logging
 
 import jax
 
+from cosjax.analysis import plots
+from cosjax.analysis.summaries import gains
 from cosjax.paths import user_path
 from cosjax.transforms import ensemble
 from experiments import common
@@ -154,6 +160,16 @@ def finish(setup, config: Config) -> dict:
                 for n in names
             ],
         )
+        summary["gain"] = {
+            "solved": gains(rows, "plain_solved", "ensemble_solved"),
+            "score": gains(rows, "plain_score", "ensemble_score"),
+        }
+        for measure, by_subset in summary["gain"].items():
+            for name, g in by_subset.items():
+                for field in ("mean", "low", "high"):
+                    setup.writer.scalar(f"gain_{measure}/{name}/{field}", g[field], 0)
+        summary["gain_table"] = gain_table(summary["gain"])
+        summary["figures"] = [gain_figure(setup, summary["gain"]["solved"])]
     else:
         summary = setup.subject.evaluate_arms(setup, config, rows)
     setup.writer.text("summary", summary.get("table", ""))
@@ -161,6 +177,37 @@ def finish(setup, config: Config) -> dict:
     setup.folder.write_results(summary, rows)
     _raise_if_scoring_failed(summary, setup.folder.out)
     return summary
+
+
+def gain_table(gain: dict) -> str:
+    """Markdown: per subset, cases and the solved-share and score gains with their 95% intervals."""
+    rows = []
+    for name, g in gain["solved"].items():
+        sc = gain["score"].get(name)
+        interval = f"[{g['low']:+.3f}, {g['high']:+.3f}]"
+        score_part = ["-", "-"] if sc is None else [sc["mean"], f"[{sc['low']:+.3f}, {sc['high']:+.3f}]"]
+        rows.append([name, g["cases"], g["mean"], interval, *score_part])
+    header = ["subset", "cases", "solved gain", "95% interval", "score gain", "95% interval"]
+    return common.markdown_table(header, rows)
+
+
+def gain_figure(setup, solved: dict) -> dict:
+    """The solved-share gain per family and split (and overall) with its 95% interval."""
+    names = ["overall", *[n for n in solved if "@" in n]]
+    fig = plots.interval_figure(
+        [f"{n} ({solved[n]['cases']})" for n in names],
+        [solved[n]["mean"] for n in names],
+        [solved[n]["low"] for n in names],
+        [solved[n]["high"] for n in names],
+        "solved share: ensemble - plain",
+        "Ensemble gain over the plain sampler (95% paired bootstrap interval over cases)",
+    )
+    caption = (
+        "Gain of the ensemble over the plain sampler in solved share, per family and split (case "
+        "count in brackets), with its 95% paired bootstrap interval: an interval that crosses the "
+        "dashed zero line is no measured gain."
+    )
+    return common.save_figure(setup, "ensemble_gain", fig, caption)
 
 
 def _raise_if_scoring_failed(summary: dict, out) -> None:

@@ -18,7 +18,9 @@ direction is alternative -> case.
 Outcome: a case "flips" at layer k when the swapped video's last frame is closer (mean absolute
 pixel difference) to B's clean last frame than to A's clean last frame; cases whose clean A and B
 last frames are identical (nothing to flip to) are left out and counted. Where the subject has a
-scorer, "adopts" = the swapped video solves B's task (score >= `success`) as well.
+scorer, "adopts" = the swapped video solves B's task (score >= `success`) as well. Figure
+`plots/flip_vs_layer.png` (and TensorBoard `plots/flip_vs_layer`): flip and adopt share per layer
+at the swap steps (one swap window per run: a per-step curve is one run per `swap_steps=s`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.analysis import plots
 from cosjax.transforms import capture, swap_layer
 from experiments import common
 
@@ -116,10 +119,12 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             )
         return records
 
-    return common.run_and_finish(setup, compute, lambda: finish(setup, layers), progress, stop_after)
+    return common.run_and_finish(
+        setup, compute, lambda: finish(setup, layers, swap_steps), progress, stop_after
+    )
 
 
-def finish(setup, layers: list[int]) -> dict:
+def finish(setup, layers: list[int], swap_steps: list[int]) -> dict:
     rows = setup.folder.records(c.id for c in setup.cases)
     usable = [r for r in rows if r["distinct"]]
     flip_share = [
@@ -143,6 +148,19 @@ def finish(setup, layers: list[int]) -> dict:
             [[layer, flip_share[k], adopt_share[k]] for k, layer in enumerate(layers)],
         ),
     }
+    fig = plots.curves_figure(
+        layers,
+        {"flip share": flip_share, "adopt share": adopt_share},
+        "swapped layer",
+        "share of cases",
+        f"Latent swap at steps {', '.join(map(str, swap_steps))}: which layer carries the decision",
+        (0, 1.05),
+    )
+    caption = (
+        "Share of cases whose output flips to the alternative's answer (and solves its task) when one "
+        "layer's hidden states are swapped in at the swap steps."
+    )
+    summary["figures"] = [common.save_figure(setup, "flip_vs_layer", fig, caption)]
     setup.writer.text("summary", summary["table"])
     setup.writer.close()
     setup.folder.write_results(summary, rows)

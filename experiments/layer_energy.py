@@ -12,7 +12,8 @@ every layer). Per case and step it writes a heatmap grid (rows = layers, columns
 each panel scaled to its own min-max as the paper's tool does, viridis) and logs it to TensorBoard.
 Tables: mean token energy per layer and step (over cases), and per layer x latent frame
 (`cosjax.analysis.mean_energy`, `frame_mean_energy`: means over tokens, not the paper tool's
-L2 "temporal energy" `frame_energy`).
+L2 "temporal energy" `frame_energy`). Figures in `plots/` (and TensorBoard `plots/*`), with colour
+bars: mean energy per layer x step, and per layer x latent frame at each recorded step.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from cosjax.analysis import plots
 from cosjax.analysis.energy import frame_mean_energy, mean_energy, to_grid, token_grid
 from cosjax.analysis.images import grid, heatmap, upscale
 from cosjax.transforms import capture
@@ -118,9 +120,36 @@ def finish(setup, layers: list[int], steps: list[int]) -> dict:
             ],
         ),
     }
+    summary["figures"] = figures(setup, layers, steps, mean_energy, frame_means)
     setup.writer.text("summary", summary["table"])
     setup.writer.close()
     for r in rows:
         r.pop("frame_mean_energy")
     setup.folder.write_results(summary, rows)
     return summary
+
+
+def figures(setup, layers, steps, mean_energy: np.ndarray, frame_means: np.ndarray) -> list[dict]:
+    """Heatmaps with colour bars: mean_energy [S, K] as layer x step, frame_means [S, K, f] as
+    layer x latent frame per step; [{file, caption}]."""
+    rows = [f"layer {k}" for k in layers]
+    fig = plots.heatmap_figure(
+        mean_energy.T,
+        rows,
+        [str(s) for s in steps],
+        "denoising step",
+        "block",
+        "Mean token energy per layer and step",
+        "mean L2 norm of the block's output",
+    )
+    caption = "Mean token energy (L2 norm of the residual stream) after each block at each recorded step."
+    out = [common.save_figure(setup, "energy_layer_x_step", fig, caption)]
+    frames = [str(f) for f in range(frame_means.shape[-1])]
+    for si, step in enumerate(steps):
+        title = f"Mean token energy per layer and latent frame, step {step}"
+        fig = plots.heatmap_figure(
+            frame_means[si], rows, frames, "latent frame", "block", title, "mean L2 norm"
+        )
+        caption = f"Mean token energy after each block per latent frame at step {step}."
+        out.append(common.save_figure(setup, f"energy_layer_x_frame_step{step:03d}", fig, caption))
+    return out

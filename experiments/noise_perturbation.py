@@ -19,8 +19,13 @@ the final-frame agreement with the clean run, 1 - mean |last - clean last| / 255
 mean score drop (clean - perturbed) per step and per frame; TensorBoard scalars `drop_step/*`
 (x axis = step) and `drop_frame/*` (x axis = frame). Reading the frame curve: the toy scorers read
 the last frame, so noise on the last latent frame destroys the scored output by construction; the
-informative entries are the other frames (does the answer depend on them?). The same compiled
-program serves every step and every frame (the index is a traced argument).
+informative entries are the other frames (does the answer depend on them?). So every subset also
+reports `scored_frame` (the latent frame the scored last frame is decoded from, `scored_frame`),
+`drop_frame_scored` (the drop for noise there) apart from `drop_frame_other` (the mean drop over
+the other latent frames, the frame measure the scorer does not confound), next to `drop_step_mean`
+(the mean drop over the steps). The same compiled program serves every step and every frame (the
+index is a traced argument). Figures in `plots/` (and TensorBoard `plots/*`): drop vs noised step,
+drop vs noised frame with the scored frame marked.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from cosjax.analysis import plots
 from cosjax.transforms import noise_at_frame, noise_at_step
 from experiments import common
 
@@ -85,6 +91,17 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     return common.run_and_finish(setup, compute, lambda: finish(setup), progress, stop_after)
 
 
+def scored_frame(latent_frames: int) -> int:
+    """The latent frame the scored video frame is decoded from: the last one.
+
+    Every toy scorer reads the last video frame (`cosjax.data.render.last_frame`), as does the
+    agreement measure here; the toy codec decodes the last video frame from the last latent keyframe
+    alone (it round-trips exactly), and Wan's causal VAE packs the last 4 video frames into the last
+    latent frame.
+    """
+    return latent_frames - 1
+
+
 def _drops(rows, field: str) -> list[float | None]:
     """Mean over cases of clean_score - perturbed score, per index (None without scores)."""
     n = len(rows[0][field])
@@ -111,11 +128,15 @@ def finish(setup) -> dict:
             "agreement_step": np.mean([r["step_agreement"] for r in subset], axis=0).tolist(),
             "agreement_frame": np.mean([r["frame_agreement"] for r in subset], axis=0).tolist(),
         }
-        summary["by_split"][name] = entry
         for field, values in entry.items():
             for i, v in enumerate(values):
                 if v is not None:
                     setup.writer.scalar(f"{field}/{name}", v, i)
+        entry |= split_scored(entry)
+        summary["by_split"][name] = entry
+        for field in ("drop_frame_scored", "drop_frame_other", "drop_step_mean"):
+            if entry[field] is not None:
+                setup.writer.scalar(f"{field}/{name}", entry[field], 0)
     overall = summary["by_split"]["overall"]
     table = [
         ["step", s, overall["drop_step"][s], overall["agreement_step"][s]]
@@ -128,8 +149,75 @@ def finish(setup) -> dict:
     summary["table"] = common.markdown_table(
         ["noise at", "index", "score drop", "agreement with clean"], table
     )
+    summary["figures"] = figures(setup, overall)
     setup.writer.text("summary", summary["table"])
     common.log_means(setup.writer, "clean_score", summary["clean_score"])
     setup.writer.close()
     setup.folder.write_results(summary, rows)
     return summary
+
+
+def split_scored(entry: dict) -> dict:
+    """The frame measure apart from the scored frame: "scored_frame", "drop_frame_scored" (the drop
+    for noise at it), "drop_frame_other" (mean drop over the other frames), "drop_step_mean" (mean
+    drop over the steps); None where there are no scores."""
+    frame = scored_frame(len(entry["drop_frame"]))
+    other = [v for f, v in enumerate(entry["drop_frame"]) if f != frame and v is not None]
+    steps = [v for v in entry["drop_step"] if v is not None]
+    return {
+        "scored_frame": frame,
+        "drop_frame_scored": entry["drop_frame"][frame],
+        "drop_frame_other": float(np.mean(other)) if other else None,
+        "drop_step_mean": float(np.mean(steps)) if steps else None,
+    }
+
+
+def _measure(entry: dict, kind: str) -> tuple[list, str]:
+    """The score drop per index, or 1 - agreement with the clean run where there are no scores."""
+    drops = entry[f"drop_{kind}"]
+    if any(v is not None for v in drops):
+        return drops, "score drop (clean - noised)"
+    return [1.0 - a for a in entry[f"agreement_{kind}"]], "1 - last-frame agreement with clean"
+
+
+def figures(setup, overall: dict) -> list[dict]:
+    """Drop vs noised step and vs noised frame (the scored frame marked): [{file, caption}]."""
+    step_drop, label = _measure(overall, "step")
+    fig = plots.curves_figure(
+        list(range(len(step_drop))),
+        {"all cases": step_drop},
+        "noised denoising step (latents replaced by fresh noise before it)",
+        label,
+        "Noise at a step: how much of the answer is lost",
+    )
+    out = [
+        common.save_figure(
+            setup,
+            "drop_vs_step",
+            fig,
+            "Score lost when the latents are replaced by fresh noise right before each denoising step: "
+            "a drop at late steps means the answer was settled earlier and cannot be rebuilt.",
+        )
+    ]
+    frame_drop, label = _measure(overall, "frame")
+    frame = overall["scored_frame"]
+    fig = plots.bars_figure(
+        [str(f) for f in range(len(frame_drop))],
+        frame_drop,
+        "noised latent frame (replaced by fresh noise at the noised steps)",
+        label,
+        "Noise at a frame: how much of the answer is lost",
+        marked=[frame],
+        mark_label="the frame the scorer reads",
+    )
+    out.append(
+        common.save_figure(
+            setup,
+            "drop_vs_frame",
+            fig,
+            f"Score lost when one latent frame is replaced by noise; the hatched bar (frame {frame}) is "
+            "the frame the scorer reads, lost by construction, so the other bars are the fair comparison "
+            "with the step curve.",
+        )
+    )
+    return out

@@ -11,6 +11,14 @@ GIF of the final video to TensorBoard. Where the subject has a scorer, x0-hat of
 scored like a final video: the curve "score of x0-hat at step s" shows when the model commits
 to a solution (Chain-of-Steps). `commit_step` of a case = the first step from which every later
 x0-hat scores >= `success` (None if the final video fails).
+
+Also per step: the solved share (x0-hat score >= `success`), and for multi-answer cases (whose
+solution lists several valid answers, `cosjax.data.maze_routes`) the candidates present in each
+step's x0-hat (`cosjax.analysis.phenomena`: at its THRESHOLD and at each of `thresholds`), the
+candidates of the final video, and the phenomena commit step (first step from which the x0-hat is
+solved with the final answer; S = never). Summary figures in `plots/` (and TensorBoard `plots/*`):
+score and solved share vs step, candidates vs step; the first `labelled_grids` cases of each family
+and split get `grid_labelled.png` (rows = step index and sigma, columns = frame index).
 """
 
 from __future__ import annotations
@@ -20,7 +28,11 @@ import dataclasses
 import jax
 import numpy as np
 
+from cosjax.analysis import plots
 from cosjax.analysis.images import step_frame_grid, upscale
+from cosjax.analysis.phenomena import candidates_present, trajectory_measures
+from cosjax.analysis.summaries import candidate_summary, step_means, subsets
+from cosjax.sampling.schedules import make_schedule
 from cosjax.transforms import trace_x0
 from experiments import common
 
@@ -33,18 +45,44 @@ class Config(common.BaseConfig):
     show_steps: steps drawn in the grid and x0.mp4 (None = all); scores use every step.
     success: score threshold of a solved case.
     upscale: nearest-neighbour magnification of the toy's 32-pixel frames in images.
+    thresholds: presence thresholds of the candidates sweep (multi-answer cases).
+    labelled_grids: cases per family and split whose labelled grid is drawn (matplotlib).
     """
 
     cases: int | None = 2
     show_steps: tuple[int, ...] | None = None
     success: float = 0.5
     upscale: int = 4
+    thresholds: tuple[float, ...] = (0.15, 0.25, 0.4)
+    labelled_grids: int = 1
 
     def validate(self, subject, settings) -> None:
         super().validate(subject, settings)
         common.check_indices("show_steps", self.show_steps, settings.steps, "steps", "every step")
         common.check_number("success", self.success, 0.0, 1.0, optional=False)
         common.check_int("upscale", self.upscale, 1, 64)
+        if not self.thresholds:
+            raise common.setting_error("thresholds", self.thresholds, "numbers in (0, 1]", "thresholds=0.25")
+        for t in self.thresholds:
+            common.check_number("thresholds", t, 0.0, 1.0, strict=True, optional=False)
+        common.check_int("labelled_grids", self.labelled_grids, 0)
+
+
+def is_multi_answer(case) -> bool:
+    """Whether a case's solution lists several valid answers (what the candidates measures need)."""
+    return len(getattr(case.source, "solution", {}).get("answer_boxes", [])) >= 2
+
+
+def labelled_ids(cases, per_subset: int) -> list[str]:
+    """The ids of the first `per_subset` cases of each (group, split), in case order."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for c in cases:
+        k = (c.group, c.split)
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] <= per_subset:
+            out.append(c.id)
+    return out
 
 
 def commit_step(scores: list[float | None], success: float) -> int | None:
@@ -63,6 +101,8 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     steps = setup.settings.steps
     shown = list(range(steps)) if config.show_steps is None else list(config.show_steps)
     index = {c.id: i for i, c in enumerate(setup.cases)}
+    sigmas = make_schedule(setup.settings.grid, steps, setup.settings.shift).sigmas[:steps]
+    labelled = set(labelled_ids(setup.cases, config.labelled_grids))
 
     def compute(ids):
         cases = [setup.by_id[i] for i in ids]
@@ -80,14 +120,24 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             common.save_mp4(setup, case.id, "final.mp4", final[b], setup.subject.fps)
             setup.writer.image(f"trajectory/{case.group}/{case.id}", grid, index[case.id])
             setup.writer.video(f"final/{case.group}/{case.id}", final[b], index[case.id])
-            records.append(
-                {
-                    **common.case_fields(case),
-                    "final_score": final_score,
-                    "x0_scores": scores,
-                    "commit_step": commit_step(scores, config.success),
-                }
-            )
+            if case.id in labelled and setup.folder.writes:
+                title = f"x0-hat of {case.id} ({case.split}) at every shown step"
+                fig = plots.step_frame_grid_figure(x0_videos[b, shown], shown, sigmas[shown], title)
+                tag = f"trajectory_labelled/{case.group}/{case.id}"
+                plots.save(fig, setup.folder.artifact(case.id, "grid_labelled.png"), setup.writer, tag)
+            record = {
+                **common.case_fields(case),
+                "final_score": final_score,
+                "x0_scores": scores,
+                "solved_by_step": [None if s is None else s >= config.success for s in scores],
+                "commit_step": commit_step(scores, config.success),
+            }
+            if is_multi_answer(case) and final_score is not None:
+                record["multi"] = trajectory_measures(
+                    x0_videos[b], case.source, scores, config.success, config.thresholds
+                )
+                record["final_candidates"] = candidates_present(final[b], case.source)
+            records.append(record)
         return records
 
     return common.run_and_finish(setup, compute, lambda: finish(setup, config, steps), progress, stop_after)
@@ -110,6 +160,23 @@ def finish(setup, config: Config, steps: int) -> dict:
         "median": float(np.median(commits)) if commits else None,
     }
     common.log_means(setup.writer, "final_score", summary["final_score"])
+    summary["solved_by_step"] = {
+        name: step_means(subset, lambda r: r["solved_by_step"]) for name, subset in subsets(rows).items()
+    }
+    summary["candidates"] = {name: candidate_summary(subset) for name, subset in subsets(rows).items()}
+    for name, entry in summary["solved_by_step"].items():
+        for s, value in enumerate(entry):
+            if value is not None:
+                setup.writer.scalar(f"solved/{name}", value, s)
+    for name, entry in summary["candidates"].items():
+        if entry["cases"]:
+            for s, value in enumerate(entry["mean_by_step"]):
+                setup.writer.scalar(f"candidates/{name}", value, s)
+                setup.writer.scalar(f"candidates_two_or_more/{name}", entry["two_or_more_by_step"][s], s)
+            for t, curve in entry["sweep"].items():
+                for s, value in enumerate(curve):
+                    setup.writer.scalar(f"candidates_at_{t}/{name}", value, s)
+    summary["figures"] = figures(setup, config, summary, steps)
     table = [
         [s, summary["x0_score_by_step"][s]["overall"]]
         for s in range(steps)
@@ -120,3 +187,60 @@ def finish(setup, config: Config, steps: int) -> dict:
     setup.writer.close()
     setup.folder.write_results(summary, rows)
     return summary
+
+
+def figures(setup, config: Config, summary: dict, steps: int) -> list[dict]:
+    """The summary figures (written by `common.save_figure`) and the labelled grids: [{file, caption}]."""
+    x = list(range(steps))
+    groups = [n for n in summary["solved_by_step"] if n == "overall" or n.startswith("group/")]
+    out = []
+    score = {n: [summary["x0_score_by_step"][s][n] for s in x] for n in groups}
+    fig = plots.curves_figure(
+        x, score, "denoising step (0 = noisiest)", "x0-hat score (mean)", "Score of x0-hat vs step", (0, 1.05)
+    )
+    out.append(
+        common.save_figure(
+            setup,
+            "score_vs_step",
+            fig,
+            "Mean task score of the x0-hat (the model's current guess of the final video) at each "
+            "denoising step, per family: where it rises is where the answer appears.",
+        )
+    )
+    solved = {n: summary["solved_by_step"][n] for n in groups}
+    title = f"Solved share of x0-hat vs step (score >= {config.success:g})"
+    fig = plots.curves_figure(x, solved, "denoising step (0 = noisiest)", "solved share", title, (0, 1.05))
+    out.append(
+        common.save_figure(
+            setup,
+            "solved_vs_step",
+            fig,
+            f"Share of cases whose x0-hat at each step already scores >= {config.success:g}, per family.",
+        )
+    )
+    multi = summary["candidates"]["overall"]
+    if multi["cases"]:
+        curves = {f"threshold {t}": curve for t, curve in multi["sweep"].items()}
+        curves[f"share with >= 2 (threshold {multi['threshold']:g})"] = multi["two_or_more_by_step"]
+        title = f"Valid answers present in x0-hat vs step ({multi['cases']} multi-answer cases)"
+        fig = plots.curves_figure(x, curves, "denoising step (0 = noisiest)", "candidates (mean)", title)
+        out.append(
+            common.save_figure(
+                setup,
+                "candidates_vs_step",
+                fig,
+                "Mean number of valid answers drawn in the x0-hat of each step on multi-answer cases, "
+                "at several presence thresholds: several early and one late means the model explores "
+                "and then prunes.",
+            )
+        )
+    for case_id in labelled_ids(setup.cases, config.labelled_grids):
+        case = setup.by_id[case_id]
+        out.append(
+            {
+                "file": f"cases/{case_id}/grid_labelled.png",
+                "caption": f"The x0-hat of one {case.group} case ({case.split}) decoded at each step "
+                "(rows: step index and noise level sigma) and frame (columns).",
+            }
+        )
+    return out

@@ -66,6 +66,38 @@ def test_trajectory(toy, tmp_path):
     assert len(acc.Scalars("x0_score/overall")) == STEPS
     assert any(tag.startswith("trajectory/maze/") for tag in acc.Tags()["images"])
     assert any(tag.startswith("final/") for tag in acc.Tags()["images"])  # GIF videos
+    for name in ("overall", "group/maze", "split/in_domain"):
+        solved = summary["solved_by_step"][name]
+        assert len(solved) == STEPS and all(0.0 <= v <= 1.0 for v in solved)
+    assert summary["candidates"]["overall"] == {"cases": 0}  # no multi-answer family here
+    assert [f["file"] for f in summary["figures"]][:2] == [
+        "plots/score_vs_step.png",
+        "plots/solved_vs_step.png",
+    ]
+    assert len(acc.Scalars("solved/overall")) == STEPS and "plots/score_vs_step" in acc.Tags()["images"]
+
+
+def test_trajectory_counts_candidates_on_multi_answer_cases(toy, tmp_path):
+    out = tmp_path / "run"
+    summary = run("trajectory", toy, out, data="toy:maze_routes@both", thresholds=(0.15, 0.25, 0.4))
+    rows = results(out)["cases"]
+    assert len(rows) == 2 and all(len(r["multi"]["candidates"]) == STEPS for r in rows)
+    assert all(0 <= r["final_candidates"] <= 3 for r in rows)
+    entry = summary["candidates"]["overall"]
+    assert entry["cases"] == 2 and set(entry["sweep"]) == {"0.15", "0.25", "0.4"}
+    assert entry["sweep"]["0.25"] == entry["mean_by_step"]  # the default threshold is in the sweep
+    for t in ("0.15", "0.25"):  # a lower threshold never counts fewer candidates
+        assert all(a >= b for a, b in zip(entry["sweep"][t], entry["sweep"]["0.4"], strict=True))
+    assert all(0.0 <= v <= 1.0 for v in entry["two_or_more_by_step"])
+    assert 0 <= entry["commit_step"]["median"] <= STEPS and 0.0 <= entry["final_exactly_one"] <= 1.0
+    assert summary["candidates"]["split/held_out"]["cases"] == 1
+    plot = __import__("imageio.v3").v3.imread(out / "plots" / "candidates_vs_step.png")
+    assert plot.shape == (400, 640, 3)
+    grid = __import__("imageio.v3").v3.imread(out / "cases" / "maze_routes-in-100000" / "grid_labelled.png")
+    assert grid.shape == (STEPS * 65 + 100, 9 * 65 + 170, 3)  # one row per step, one column per frame
+    acc = events(out / "tb")
+    assert len(acc.Scalars("candidates/overall")) == STEPS
+    assert any(tag.startswith("trajectory_labelled/maze_routes/") for tag in acc.Tags()["images"])
 
 
 def test_noise_perturbation(toy, tmp_path):
@@ -79,6 +111,12 @@ def test_noise_perturbation(toy, tmp_path):
     acc = events(out / "tb")
     assert [e.step for e in acc.Scalars("agreement_step/overall")] == list(range(STEPS))
     assert len(acc.Scalars("agreement_frame/overall")) == 9
+    overall = results(out)["summary"]["by_split"]["overall"]
+    assert overall["scored_frame"] == 8 and overall["drop_frame_scored"] == overall["drop_frame"][8]
+    assert overall["drop_frame_other"] == pytest.approx(np.mean(overall["drop_frame"][:8]))
+    assert overall["drop_step_mean"] == pytest.approx(np.mean(overall["drop_step"]))
+    for name in ("drop_vs_step", "drop_vs_frame"):
+        assert (out / "plots" / f"{name}.png").is_file() and f"plots/{name}" in acc.Tags()["images"]
 
 
 def test_information_flow_is_zero_before_the_perturbation(toy, tmp_path):
@@ -128,8 +166,16 @@ def test_ensemble_of_one_seed_is_the_plain_sampler(toy, tmp_path):
     assert {r["split"] for r in rows} == {"in_domain", "held_out"}
     for r in rows:
         assert r["ensemble_score"] == r["plain_score"]
+    one = results(out)["summary"]["gain"]
+    assert one["solved"]["overall"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "cases": 6}
     summary = run("ensemble", toy, tmp_path / "three", seeds=3, data="toy:move")
     assert set(summary["plain_score"]) == {"overall", "split/in_domain", "group/move"}
+    assert set(summary["gain"]["solved"]) == {"overall", "split/in_domain", "group/move", "move@in_domain"}
+    for measure in ("solved", "score"):
+        for g in summary["gain"][measure].values():
+            assert g["low"] <= g["mean"] <= g["high"] and g["cases"] == 1
+    assert "95% interval" in summary["gain_table"]
+    assert (tmp_path / "three" / "plots" / "ensemble_gain.png").is_file()
 
 
 def test_kill_and_resume_gives_the_uninterrupted_results(toy, tmp_path):
@@ -187,3 +233,51 @@ def test_demo_runs_the_three_experiments_and_reports(toy, tmp_path, capsys):
         assert heading in printed
     for name in results:
         assert (tmp_path / "demo" / name / "results.json").exists()
+    for heading in ("Several answers at once?", "the scorer reads latent frame", "95% paired bootstrap"):
+        assert heading in printed
+    figures = demo_page_figures(tmp_path / "demo")
+    names = {src.rsplit("/", 1)[-1] for src in figures}
+    assert {
+        "score_vs_step.png",
+        "solved_vs_step.png",
+        "candidates_vs_step.png",
+        "drop_vs_step.png",
+        "drop_vs_frame.png",
+        "ensemble_gain.png",
+        "grid_labelled.png",
+    } <= names
+    for src, caption in figures.items():
+        assert (tmp_path / "demo" / src).is_file(), src  # every figure the page names exists
+        assert caption.endswith(".") and len(caption.split()) >= 8, (src, caption)  # with its sentence
+    # every family's labelled grid, the issue-14 families included
+    grids = [src for src in figures if src.endswith("grid_labelled.png")]
+    assert len(grids) == len(__import__("cosjax.data.tasks").data.tasks.ALL_FAMILIES)
+
+
+def demo_page_figures(out) -> dict[str, str]:
+    """{img src: its figcaption} of the demo page out/index.html."""
+    from html.parser import HTMLParser
+
+    found: dict[str, str] = {}
+
+    class Page(HTMLParser):
+        src, caption = None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                assert self.src is None, "an <img> without a caption"
+                self.src = dict(attrs)["src"]
+            elif tag == "figcaption":
+                self.caption = ""
+
+        def handle_data(self, data):
+            if self.caption is not None:
+                self.caption += data
+
+        def handle_endtag(self, tag):
+            if tag == "figcaption":
+                found[self.src] = self.caption.strip()
+                self.src, self.caption = None, None
+
+    Page().feed((out / "index.html").read_text())
+    return found
