@@ -5,9 +5,12 @@
     tensorboard --logdir runs/demo
 
 Runs three experiments on the embedded model (`cosjax/assets/toy`), each into its own folder under
-`--out` (each resumable, see `cosjax.runs`), then prints one results table:
-  1. trajectory: one case per task family, x0-hat decoded at every step -> step x frame grids,
-     GIFs, and the x0-hat score per step (when does the model commit to its answer?);
+`--out` (each resumable, see `cosjax.runs`), then prints one results table and gathers every figure
+on one page, `OUT/index.html` (`experiments.demo_page`):
+  1. trajectory: one case per task family (the issue-14 families `maze_routes`, several valid
+     answers, and `maze_long`, long paths, included), x0-hat decoded at every step -> labelled
+     step x frame grids, GIFs, the x0-hat score and solved share per step (when does the model
+     commit to its answer?) and, on multi-answer cases, the valid answers present per step;
   2. noise-perturbation: noise at each step vs noise at each frame on the `move` family;
   3. ensemble: the training-free ensemble (3 seeds) against the plain sampler on every family,
      in-domain and held-out.
@@ -17,8 +20,12 @@ from __future__ import annotations
 
 import time
 
+from cosjax.data.tasks import ALL_FAMILIES
 from cosjax.paths import user_path
 from experiments import common, ensemble, noise_perturbation, trajectory
+from experiments.demo_page import write_page
+
+TRAJECTORY_DATA = "toy:" + ",".join(ALL_FAMILIES)
 
 
 def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, progress: bool = True) -> dict:
@@ -28,7 +35,10 @@ def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, p
     results = {}
     print("1/3 trajectory: x0-hat at every denoising step, one case per family")
     results["trajectory"] = trajectory.run(
-        trajectory.Config(cases=1), model=model, out=out_dir / "trajectory", progress=progress
+        trajectory.Config(data=TRAJECTORY_DATA, cases=1),
+        model=model,
+        out=out_dir / "trajectory",
+        progress=progress,
     )
     print("2/3 noise-perturbation: noise at each step vs at each frame (move family)")
     results["noise-perturbation"] = noise_perturbation.run(
@@ -41,9 +51,12 @@ def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, p
     results["ensemble"] = ensemble.run(
         ensemble.Config(cases=cases), model=model, out=out_dir / "ensemble", progress=progress
     )
-    print(report(results))
+    text = report(results)
+    print(text)
+    page = write_page(out_dir, {name: r.get("figures", []) for name, r in results.items()}, text)
     print(
-        f"\ndone in {time.perf_counter() - t0:.0f} s; outputs in {out_dir}/; tensorboard --logdir {out_dir}"
+        f"\ndone in {time.perf_counter() - t0:.0f} s; outputs in {out_dir}/; figures on {page}; "
+        f"tensorboard --logdir {out_dir}"
     )
     return results
 
@@ -56,9 +69,27 @@ def report(results: dict) -> str:
     lines.append(
         common.markdown_table(
             ["step", *[str(s) for s in steps]],
-            [["score", *[traj["x0_score_by_step"][s]["overall"] for s in steps]]],
+            [
+                ["score", *[traj["x0_score_by_step"][s]["overall"] for s in steps]],
+                ["solved", *traj["solved_by_step"]["overall"]],
+            ],
         )
     )
+    multi = traj["candidates"]["overall"]
+    if multi["cases"]:
+        lines.append(
+            f"\n## Several answers at once? (valid answers in the x0-hat per step, {multi['cases']} "
+            f"multi-answer cases; present = every distinguishing cell inked >= the threshold)"
+        )
+        rows = [[f"candidates @ {t}", *curve] for t, curve in multi["sweep"].items()]
+        rows.append([f"share >= 2 @ {multi['threshold']:g}", *multi["two_or_more_by_step"]])
+        lines.append(common.markdown_table(["step", *[str(s) for s in steps]], rows))
+        commit = multi["commit_step"]
+        lines.append(
+            f"final videos holding exactly one answer: {multi['final_exactly_one']:.3f}; commit step "
+            f"(first step solved with the final answer for good; {len(steps)} = never): median "
+            f"{commit['median']:g}, at step 0 {commit['at_step_0']:.3f}, never {commit['never']}"
+        )
     noise = results["noise-perturbation"]["by_split"]["overall"]
     clean = results["noise-perturbation"]["clean_score"]["overall"]
     lines.append(f"\n## Noise at a step vs at a frame (move family; clean score {clean:.3f})")
@@ -68,6 +99,20 @@ def report(results: dict) -> str:
             [["step: score drop", *noise["drop_step"]], ["frame: score drop", *noise["drop_frame"]]],
         )
     )
+    if noise["drop_frame_scored"] is not None:
+        lines.append(
+            f"the scorer reads latent frame {noise['scored_frame']}: drop there "
+            f"{_number(noise['drop_frame_scored'])}; mean drop over the other frames "
+            f"{_number(noise['drop_frame_other'])}; mean drop over the steps "
+            f"{_number(noise['drop_step_mean'])}"
+        )
     lines.append("\n## Ensemble vs plain sampler (solved share, score >= 0.5)")
     lines.append(results["ensemble"]["table"])
+    if "gain_table" in results["ensemble"]:
+        lines.append("\nEnsemble gain (ensemble - plain) with its 95% paired bootstrap interval over cases")
+        lines.append(results["ensemble"]["gain_table"])
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
