@@ -222,8 +222,9 @@ def figures(setup, config: Config, summary: dict, steps: int) -> list[dict]:
     if multi["cases"]:
         curves = {f"threshold {t}": curve for t, curve in multi["sweep"].items()}
         curves[f"share with >= 2 (threshold {multi['threshold']:g})"] = multi["two_or_more_by_step"]
-        title = f"Valid answers present in x0-hat vs step ({multi['cases']} multi-answer cases)"
-        fig = plots.curves_figure(x, curves, "denoising step (0 = noisiest)", "candidates (mean)", title)
+        title = f"Valid answers present in x0-hat vs step (multi-answer cases: {multi['cases']})"
+        ylabel = "candidates (mean) or share of cases"
+        fig = plots.curves_figure(x, curves, "denoising step (0 = noisiest)", ylabel, title)
         out.append(
             common.save_figure(
                 setup,
