@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosjax.analysis.summaries import subsets
 from cosjax.hosts import WorkGroup, work_group
 from cosjax.outputs import VIDEO_QUALITY, write_mp4, write_png
 from cosjax.parallel import is_main_process, replicated
@@ -382,11 +383,7 @@ def save_figure(setup: Setup, name: str, fig, caption: str) -> dict:
 
 def group_means(rows: Sequence[dict], field: str) -> dict[str, float | None]:
     """Mean of rows[field] per task group, per split, and overall (None values skipped)."""
-    out: dict[str, float | None] = {"overall": mean(r[field] for r in rows)}
-    for key in ("split", "group"):
-        for value in sorted({r[key] for r in rows}):
-            out[f"{key}/{value}"] = mean(r[field] for r in rows if r[key] == value)
-    return out
+    return {name: mean(r[field] for r in chosen) for name, chosen in subsets(rows).items()}
 
 
 def case_fields(case: CaseRef) -> dict:
