@@ -20,7 +20,10 @@ pixel difference) to B's clean last frame than to A's clean last frame; cases wh
 last frames are identical (nothing to flip to) are left out and counted. Where the subject has a
 scorer, "adopts" = the swapped video solves B's task (score >= `success`) as well. Figure
 `plots/flip_vs_layer.png` (and TensorBoard `plots/flip_vs_layer`): flip and adopt share per layer
-at the swap steps (one swap window per run: a per-step curve is one run per `swap_steps=s`).
+when the whole window `swap_steps` is swapped. With `per_step=true` every (layer, step) of the
+window is also swapped alone (one more run per pair, the layer and step traced: one compilation),
+giving `flip_share_per_step` [layers, steps] and the heatmap `plots/flip_layer_x_step.png`: at
+which step which layer still decides the answer.
 """
 
 from __future__ import annotations
@@ -44,12 +47,14 @@ class Config(common.BaseConfig):
     layers: the layers k to swap (None = all).
     swap_steps: the steps whose layer-k output is swapped (None = the first quarter, at least 1).
     success: score threshold for "adopts".
+    per_step: also swap every (layer, step) of the window alone: the layer x step flip heatmap.
     """
 
     data: str = "toy:move"
     layers: tuple[int, ...] | None = None
     swap_steps: tuple[int, ...] | None = None
     success: float = 0.5
+    per_step: bool = False
 
     def validate(self, subject, settings) -> None:
         super().validate(subject, settings)
@@ -75,6 +80,11 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
 
     run_swap = jax.jit(swapped)
 
+    def swapped_at(cond, key, layer, step, source):
+        return swap_layer(base, layer, step, source)(cond, key)
+
+    run_swap_at = jax.jit(swapped_at)  # layer and step traced: one compilation for every pair
+
     def compute(ids):
         cases = [setup.by_id[i] for i in ids]
         alts = [setup.subject.alternative(c) for c in cases]
@@ -90,6 +100,13 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
         for ki, layer in enumerate(layers):
             out = run_swap(cond_a, key, jnp.int32(layer), hidden_b[:, ki])
             per_layer.append(setup.subject.decode(out.latents, cases))
+
+        def alone(ki, j):  # videos with layer ki swapped at swap_steps[j] only
+            layer, step = jnp.int32(layers[ki]), jnp.int32(swap_steps[j])
+            return setup.subject.decode(run_swap_at(cond_a, key, layer, step, hidden_b[j, ki]).latents, cases)
+
+        pairs = [[(ki, j) for j in range(len(swap_steps))] for ki in range(len(layers))]
+        per_pair = [[alone(*pair) for pair in row] for row in pairs] if config.per_step else []
         records = []
         for b, (case, alt) in enumerate(zip(cases, alts, strict=True)):
             last_a, last_b = video_a[b, -1].astype(np.float32), video_b[b, -1].astype(np.float32)
@@ -103,6 +120,10 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                 flips.append(distinct and db < da)
                 s = setup.subject.score(alt, videos[b])
                 adopts.append(None if s is None else s >= config.success)
+            extra = {}
+            if config.per_step:
+                closer = [[_closer_to(videos[b, -1], last_b, last_a) for videos in row] for row in per_pair]
+                extra["flipped_per_step"] = [[distinct and c for c in row] for row in closer]
             records.append(
                 {
                     **common.case_fields(case),
@@ -115,6 +136,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                     "adopted": adopts,
                     "distance_to_case": to_a,
                     "distance_to_alternative": to_b,
+                    **extra,
                 }
             )
         return records
@@ -122,6 +144,12 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     return common.run_and_finish(
         setup, compute, lambda: finish(setup, layers, swap_steps), progress, stop_after
     )
+
+
+def _closer_to(last, target, other) -> bool:
+    """Whether the uint8 frame `last` is nearer (mean |difference|) to `target` than to `other` (float32)."""
+    last = last.astype(np.float32)
+    return bool(np.abs(last - target).mean() < np.abs(last - other).mean())
 
 
 def finish(setup, layers: list[int], swap_steps: list[int]) -> dict:
@@ -161,6 +189,24 @@ def finish(setup, layers: list[int], swap_steps: list[int]) -> dict:
         "layer's hidden states are swapped in at the swap steps."
     )
     summary["figures"] = [common.save_figure(setup, "flip_vs_layer", fig, caption)]
+    if usable and "flipped_per_step" in usable[0]:
+        per_step = np.mean([r["flipped_per_step"] for r in usable], axis=0)  # [K, S]
+        summary["flip_share_per_step"] = per_step.tolist()
+        summary["swap_steps"] = swap_steps
+        fig = plots.heatmap_figure(
+            per_step,
+            [f"layer {k}" for k in layers],
+            [str(s) for s in swap_steps],
+            "denoising step swapped",
+            "block swapped",
+            "Latent swap of one layer at one step: share of cases that flip",
+            "flip share",
+        )
+        caption = (
+            "Share of cases whose output flips to the alternative's when one block's hidden states are "
+            "swapped in at one step alone (rows: block, columns: step)."
+        )
+        summary["figures"].append(common.save_figure(setup, "flip_layer_x_step", fig, caption))
     setup.writer.text("summary", summary["table"])
     setup.writer.close()
     setup.folder.write_results(summary, rows)

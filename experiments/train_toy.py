@@ -47,7 +47,7 @@ class Recipe:
     """What the shipped model was trained with (override any field with NAME=VALUE)."""
 
     families: tuple[str, ...] = ("maze", "move", "pattern")
-    per_family: int = 40000
+    per_family: tuple[int, ...] = (40000,)
     dim: int = 128
     layers: int = 4
     heads: int = 4
@@ -79,11 +79,24 @@ class Recipe:
         return TrainConfig(model=model, num_prompts=len(PROMPTS), log_every=10, **shared)
 
 
+def counts(recipe: Recipe) -> tuple[int, ...]:
+    """Training cases per family: one `per_family` count for every family, or one count each
+    (a family's share of the batches is its share of the cases)."""
+    if len(recipe.per_family) == 1:
+        return recipe.per_family * len(recipe.families)
+    if len(recipe.per_family) != len(recipe.families):
+        raise ValueError(
+            f"per_family has {len(recipe.per_family)} counts for {len(recipe.families)} families "
+            f"{recipe.families}: give one count, or one per family"
+        )
+    return recipe.per_family
+
+
 def dataset(recipe: Recipe):
     """(videos uint8 [N, 9, 32, 32, 3], first frames uint8 [N, 32, 32, 3], prompt ids int32 [N])."""
     from cosjax.data.tasks import make_dataset
 
-    parts = [make_dataset(name, recipe.per_family, seed0=0) for name in recipe.families]
+    parts = [make_dataset(name, n, seed0=0) for name, n in zip(recipe.families, counts(recipe), strict=True)]
     return (
         np.concatenate([p.videos for p in parts]),
         np.concatenate([p.first_frames for p in parts]),

@@ -158,6 +158,19 @@ def test_latent_swap_at_the_last_layer_reproduces_the_alternative(toy, tmp_path)
     assert len(summary["flip_share"]) == 2
 
 
+def test_latent_swap_per_step_matches_the_window_of_one_step(toy, tmp_path):
+    """A window of one step swapped whole and that step swapped alone are the same run; over a longer
+    window the per-step heatmap has one row per layer and one column per step."""
+    out = tmp_path / "one"
+    summary = run("latent-swap", toy, out, cases=2, swap_steps=(1,), per_step=True)
+    for r in results(out)["cases"]:
+        assert [row[0] for row in r["flipped_per_step"]] == r["flipped"]
+    assert np.asarray(summary["flip_share_per_step"]).shape == (2, 1)
+    summary = run("latent-swap", toy, tmp_path / "two", cases=2, swap_steps=(0, STEPS - 1), per_step=True)
+    assert np.asarray(summary["flip_share_per_step"]).shape == (2, 2)
+    assert (tmp_path / "two" / "plots" / "flip_layer_x_step.png").exists()
+
+
 def test_ensemble_of_one_seed_is_the_plain_sampler(toy, tmp_path):
     out = tmp_path / "run"
     run("ensemble", toy, out, seeds=1)
