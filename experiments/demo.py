@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import time
 
-from cosjax.data.tasks import ALL_FAMILIES
+from cosjax.data.tasks import FAMILIES
 from cosjax.paths import user_path
 from experiments import common, ensemble, noise_perturbation, trajectory
 from experiments.demo_page import write_page
 
-TRAJECTORY_DATA = "toy:" + ",".join(ALL_FAMILIES)
+TRAJECTORY_DATA = "toy:" + ",".join(FAMILIES)
 
 
 def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, progress: bool = True) -> dict:

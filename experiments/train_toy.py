@@ -46,13 +46,13 @@ from cosjax.toy.train import TrainConfig, check_export, export, train
 class Recipe:
     """What the shipped model was trained with (override any field with NAME=VALUE)."""
 
-    families: tuple[str, ...] = ("maze", "move", "pattern")
-    per_family: tuple[int, ...] = (40000,)
+    families: tuple[str, ...] = ("maze_routes", "maze_long", "move", "pattern")
+    per_family: tuple[int, ...] = (15000, 40000, 15000, 15000)
     dim: int = 128
     layers: int = 4
     heads: int = 4
     patch: int = 4
-    steps: int = 18000
+    steps: int = 22000
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 200

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import experiments
+from cosjax.data.tasks import FAMILIES
 from cosjax.models.dit import init_params
 from cosjax.runs import ConfigMismatchError
 from cosjax.toy.codec import prompt_embeddings
@@ -175,12 +176,12 @@ def test_ensemble_of_one_seed_is_the_plain_sampler(toy, tmp_path):
     out = tmp_path / "run"
     run("ensemble", toy, out, seeds=1)
     rows = results(out)["cases"]
-    assert len(rows) == 6  # 3 families x (in-domain, held-out)
+    assert len(rows) == 2 * len(FAMILIES)  # every family x (in-domain, held-out)
     assert {r["split"] for r in rows} == {"in_domain", "held_out"}
     for r in rows:
         assert r["ensemble_score"] == r["plain_score"]
     one = results(out)["summary"]["gain"]
-    assert one["solved"]["overall"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "cases": 6}
+    assert one["solved"]["overall"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "cases": 2 * len(FAMILIES)}
     summary = run("ensemble", toy, tmp_path / "three", seeds=3, data="toy:move")
     assert set(summary["plain_score"]) == {"overall", "split/in_domain", "group/move"}
     assert set(summary["gain"]["solved"]) == {"overall", "split/in_domain", "group/move", "move@in_domain"}
@@ -264,7 +265,7 @@ def test_demo_runs_the_three_experiments_and_reports(toy, tmp_path, capsys):
         assert caption.endswith(".") and len(caption.split()) >= 8, (src, caption)  # with its sentence
     # every family's labelled grid, the issue-14 families included
     grids = [src for src in figures if src.endswith("grid_labelled.png")]
-    assert len(grids) == len(__import__("cosjax.data.tasks").data.tasks.ALL_FAMILIES)
+    assert len(grids) == len(__import__("cosjax.data.tasks").data.tasks.FAMILIES)
 
 
 def demo_page_figures(out) -> dict[str, str]:

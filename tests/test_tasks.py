@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from cosjax import data as D
-from cosjax.data import maze, move, pattern
+from cosjax.data import maze, move, pattern, tasks
 from cosjax.data.render import COLOURS
 
-NAMES = sorted(D.FAMILIES)
+NAMES = sorted(tasks.ALL_FAMILIES)
 SEEDS = range(12)
 
 
@@ -63,7 +63,7 @@ def test_layout(name, held_out):
         assert not np.array_equal(case.first_frame, case.final_frame)
         assert (case.family, case.seed, case.held_out) == (name, seed, held_out)
         assert D.PROMPTS[case.prompt_id] == case.prompt
-        assert case.prompt_id in D.FAMILIES[name].prompt_ids
+        assert case.prompt_id in D.family(name).prompt_ids
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -157,7 +157,7 @@ def test_make_dataset(name):
     assert data.prompt_ids.shape == (16,) and data.prompt_ids.dtype == np.int32
     np.testing.assert_array_equal(data.first_frames, data.videos[:, 0])
     np.testing.assert_array_equal(data.videos[3], D.generate(name, 103).video)
-    assert set(data.prompt_ids.tolist()) <= set(D.FAMILIES[name].prompt_ids)
+    assert set(data.prompt_ids.tolist()) <= set(D.family(name).prompt_ids)
 
 
 @pytest.mark.parametrize("name", NAMES)
