@@ -4,15 +4,19 @@
     cosjax demo --out runs/demo --cases 4
     tensorboard --logdir runs/demo
 
-Runs three experiments on the embedded model (`cosjax/assets/toy`), each into its own folder under
+Runs four experiments on the embedded model (`cosjax/assets/toy`), each into its own folder under
 `--out` (each resumable, see `cosjax.runs`), then prints one results table and gathers every figure
 on one page, `OUT/index.html` (`experiments.demo_page`):
   1. trajectory: one case per task family (the issue-14 families `maze_routes`, several valid
      answers, and `maze_long`, long paths, included), x0-hat decoded at every step -> labelled
      step x frame grids, GIFs, the x0-hat score and solved share per step (when does the model
      commit to its answer?) and, on multi-answer cases, the valid answers present per step;
-  2. noise-perturbation: noise at each step vs noise at each frame on the `move` family;
-  3. ensemble: the training-free ensemble (3 seeds) against the plain sampler on every family,
+  2. noise-perturbation: noise at each step vs noise at each frame on the `maze_long` family (the
+     path grows over the frames, and the answer over the steps);
+  3. latent-swap: one block's hidden states swapped in from the alternative case at one step, for
+     every (block, step) of the first quarter of the steps (`move`: the same scene under the other
+     rule) -> the layer x step flip heatmap;
+  4. ensemble: the training-free ensemble (3 seeds) against the plain sampler on every family,
      in-domain and held-out.
 """
 
@@ -22,10 +26,11 @@ import time
 
 from cosjax.data.tasks import FAMILIES
 from cosjax.paths import user_path
-from experiments import common, ensemble, noise_perturbation, trajectory
+from experiments import common, ensemble, latent_swap, noise_perturbation, trajectory
 from experiments.demo_page import write_page
 
 TRAJECTORY_DATA = "toy:" + ",".join(FAMILIES)
+NOISE_DATA = "toy:maze_long"
 
 
 def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, progress: bool = True) -> dict:
@@ -33,21 +38,28 @@ def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, p
     out_dir = user_path(out)
     t0 = time.perf_counter()
     results = {}
-    print("1/3 trajectory: x0-hat at every denoising step, one case per family")
+    print("1/4 trajectory: x0-hat at every denoising step, one case per family")
     results["trajectory"] = trajectory.run(
         trajectory.Config(data=TRAJECTORY_DATA, cases=1),
         model=model,
         out=out_dir / "trajectory",
         progress=progress,
     )
-    print("2/3 noise-perturbation: noise at each step vs at each frame (move family)")
+    print("2/4 noise-perturbation: noise at each step vs at each frame (maze_long family)")
     results["noise-perturbation"] = noise_perturbation.run(
-        noise_perturbation.Config(data="toy:move", cases=cases),
+        noise_perturbation.Config(data=NOISE_DATA, cases=cases),
         model=model,
         out=out_dir / "noise-perturbation",
         progress=progress,
     )
-    print("3/3 ensemble: 3 merged seeds vs the plain sampler, every family, in-domain and held-out")
+    print("3/4 latent-swap: one block at one step swapped in from the other rule's run (move family)")
+    results["latent-swap"] = latent_swap.run(
+        latent_swap.Config(data="toy:move", cases=cases, per_step=True),
+        model=model,
+        out=out_dir / "latent-swap",
+        progress=progress,
+    )
+    print("4/4 ensemble: 3 merged seeds vs the plain sampler, every family, in-domain and held-out")
     results["ensemble"] = ensemble.run(
         ensemble.Config(cases=cases), model=model, out=out_dir / "ensemble", progress=progress
     )
@@ -92,7 +104,8 @@ def report(results: dict) -> str:
         )
     noise = results["noise-perturbation"]["by_split"]["overall"]
     clean = results["noise-perturbation"]["clean_score"]["overall"]
-    lines.append(f"\n## Noise at a step vs at a frame (move family; clean score {clean:.3f})")
+    family = NOISE_DATA.partition(":")[2]
+    lines.append(f"\n## Noise at a step vs at a frame ({family} family; clean score {clean:.3f})")
     lines.append(
         common.markdown_table(
             ["noise at", *[str(i) for i in range(max(len(noise["drop_step"]), len(noise["drop_frame"])))]],
@@ -105,6 +118,21 @@ def report(results: dict) -> str:
             f"{_number(noise['drop_frame_scored'])}; mean drop over the other frames "
             f"{_number(noise['drop_frame_other'])}; mean drop over the steps "
             f"{_number(noise['drop_step_mean'])}"
+        )
+    swap = results["latent-swap"]
+    if "flip_share_per_step" in swap:
+        lines.append(
+            "\n## Which block at which step decides? (latent swap of one block at one step, move family: "
+            "share of cases whose answer flips to the other rule's)"
+        )
+        lines.append(
+            common.markdown_table(
+                ["block \\ step", *[str(s) for s in swap["swap_steps"]]],
+                [
+                    [f"layer {k}", *row]
+                    for k, row in zip(swap["layers"], swap["flip_share_per_step"], strict=True)
+                ],
+            )
         )
     lines.append("\n## Ensemble vs plain sampler (solved share, score >= 0.5)")
     lines.append(results["ensemble"]["table"])

@@ -19,6 +19,7 @@ PAGE = "index.html"
 HEADINGS = {
     "trajectory": "When does the answer appear? (x0-hat at every denoising step)",
     "noise-perturbation": "Noise at a step vs noise at a frame",
+    "latent-swap": "Which block at which step decides? (latent swap)",
     "ensemble": "The training-free ensemble vs the plain sampler",
 }
 

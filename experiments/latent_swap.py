@@ -142,7 +142,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
         return records
 
     return common.run_and_finish(
-        setup, compute, lambda: finish(setup, layers, swap_steps), progress, stop_after
+        setup, compute, lambda: finish(setup, layers, swap_steps, config.per_step), progress, stop_after
     )
 
 
@@ -152,7 +152,7 @@ def _closer_to(last, target, other) -> bool:
     return bool(np.abs(last - target).mean() < np.abs(last - other).mean())
 
 
-def finish(setup, layers: list[int], swap_steps: list[int]) -> dict:
+def finish(setup, layers: list[int], swap_steps: list[int], per_step: bool = False) -> dict:
     rows = setup.folder.records(c.id for c in setup.cases)
     usable = [r for r in rows if r["distinct"]]
     flip_share = [
@@ -189,12 +189,14 @@ def finish(setup, layers: list[int], swap_steps: list[int]) -> dict:
         "layer's hidden states are swapped in at the swap steps."
     )
     summary["figures"] = [common.save_figure(setup, "flip_vs_layer", fig, caption)]
-    if usable and "flipped_per_step" in usable[0]:
-        per_step = np.mean([r["flipped_per_step"] for r in usable], axis=0)  # [K, S]
-        summary["flip_share_per_step"] = per_step.tolist()
+    if per_step:  # None where no case has distinct outcomes
+        shares = np.full((len(layers), len(swap_steps)), np.nan)
+        if usable:
+            shares = np.mean([r["flipped_per_step"] for r in usable], axis=0)  # [K, S]
+        summary["flip_share_per_step"] = [[None if np.isnan(v) else float(v) for v in row] for row in shares]
         summary["swap_steps"] = swap_steps
         fig = plots.heatmap_figure(
-            per_step,
+            shares,
             [f"layer {k}" for k in layers],
             [str(s) for s in swap_steps],
             "denoising step swapped",

@@ -237,17 +237,18 @@ def test_cli_run_and_errors(toy, tmp_path, capsys):
     assert "unknown data source" in capsys.readouterr().err
 
 
-def test_demo_runs_the_three_experiments_and_reports(toy, tmp_path, capsys):
+def test_demo_runs_the_four_experiments_and_reports(toy, tmp_path, capsys):
     from experiments.demo import run_demo
 
     results = run_demo(out=str(tmp_path / "demo"), cases=1, model=toy, progress=False)
-    assert set(results) == {"trajectory", "noise-perturbation", "ensemble"}
+    assert set(results) == {"trajectory", "noise-perturbation", "latent-swap", "ensemble"}
     printed = capsys.readouterr().out
     for heading in ("When does the answer appear?", "Noise at a step vs at a frame", "Ensemble vs plain"):
         assert heading in printed
     for name in results:
         assert (tmp_path / "demo" / name / "results.json").exists()
-    for heading in ("Several answers at once?", "the scorer reads latent frame", "95% paired bootstrap"):
+    headings = ("Several answers at once?", "the scorer reads latent frame", "Which block at which step")
+    for heading in (*headings, "95% paired bootstrap"):
         assert heading in printed
     figures = demo_page_figures(tmp_path / "demo")
     names = {src.rsplit("/", 1)[-1] for src in figures}
@@ -259,6 +260,8 @@ def test_demo_runs_the_three_experiments_and_reports(toy, tmp_path, capsys):
         "drop_vs_frame.png",
         "ensemble_gain.png",
         "grid_labelled.png",
+        "flip_vs_layer.png",
+        "flip_layer_x_step.png",
     } <= names
     for src, caption in figures.items():
         assert (tmp_path / "demo" / src).is_file(), src  # every figure the page names exists
