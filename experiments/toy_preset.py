@@ -26,7 +26,7 @@ from cosjax.subjects import ToySubject
 from cosjax.toy.model_file import update_meta
 from cosjax.toy.reference import SUCCESS, evaluate, reference_check
 
-GRID = {"steps": (10, 20), "shift": (1.0, 4.0), "guide_scale": (1.0, 3.0)}
+GRID = {"steps": (10, 20, 40), "shift": (1.0, 4.0), "guide_scale": (1.0, 3.0)}
 VALIDATION_SEED0 = 50000
 
 

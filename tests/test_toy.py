@@ -83,3 +83,12 @@ def test_update_meta_refuses_other_folders(toy, tmp_path):
     assert json.loads((other / TOY_FILE).read_text()) == {"format": "something-else"}
     with pytest.raises(ValueError, match="local"):
         update_meta("gs://bucket/toy", reference_check={})
+
+
+def test_recipe_counts_one_for_all_or_one_per_family():
+    from experiments.train_toy import Recipe, counts
+
+    assert counts(Recipe(families=("move", "pattern"), per_family=(8,))) == (8, 8)
+    assert counts(Recipe(families=("move", "pattern"), per_family=(8, 24))) == (8, 24)
+    with pytest.raises(ValueError, match="3 counts for 2 families"):
+        counts(Recipe(families=("move", "pattern"), per_family=(1, 2, 3)))
