@@ -47,6 +47,8 @@ class Config(common.BaseConfig):
     upscale: nearest-neighbour magnification of the toy's 32-pixel frames in images.
     thresholds: presence thresholds of the candidates sweep (multi-answer cases).
     labelled_grids: cases per family and split whose labelled grid is drawn (matplotlib).
+    case_files: cases per family and split whose grid.png, x0.mp4, final.mp4 and TensorBoard
+      images are written (None = every case; large runs need only a few to look at).
     """
 
     cases: int | None = 2
@@ -55,6 +57,7 @@ class Config(common.BaseConfig):
     upscale: int = 4
     thresholds: tuple[float, ...] = (0.15, 0.25, 0.4)
     labelled_grids: int = 1
+    case_files: int | None = None
 
     def validate(self, subject, settings) -> None:
         super().validate(subject, settings)
@@ -66,6 +69,7 @@ class Config(common.BaseConfig):
         for t in self.thresholds:
             common.check_number("thresholds", t, 0.0, 1.0, strict=True, optional=False)
         common.check_int("labelled_grids", self.labelled_grids, 0)
+        common.check_int("case_files", self.case_files, 0, none="every case")
 
 
 def is_multi_answer(case) -> bool:
@@ -103,6 +107,11 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     index = {c.id: i for i, c in enumerate(setup.cases)}
     sigmas = make_schedule(setup.settings.grid, steps, setup.settings.shift).sigmas[:steps]
     labelled = set(labelled_ids(setup.cases, config.labelled_grids))
+    with_files = (
+        {c.id for c in setup.cases}
+        if config.case_files is None
+        else set(labelled_ids(setup.cases, config.case_files))
+    )
 
     def compute(ids):
         cases = [setup.by_id[i] for i in ids]
@@ -114,12 +123,14 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
         for b, case in enumerate(cases):
             scores = [setup.subject.score(case, x0_videos[b, s]) for s in range(steps)]
             final_score = setup.subject.score(case, final[b])
-            grid = upscale(step_frame_grid(x0_videos[b, shown]), config.upscale)
-            common.save_png(setup, case.id, "grid.png", grid)
-            common.save_mp4(setup, case.id, "x0.mp4", x0_videos[b, shown].reshape(-1, *final.shape[2:]), 4)
-            common.save_mp4(setup, case.id, "final.mp4", final[b], setup.subject.fps)
-            setup.writer.image(f"trajectory/{case.group}/{case.id}", grid, index[case.id])
-            setup.writer.video(f"final/{case.group}/{case.id}", final[b], index[case.id])
+            if case.id in with_files:
+                grid = upscale(step_frame_grid(x0_videos[b, shown]), config.upscale)
+                common.save_png(setup, case.id, "grid.png", grid)
+                x0_frames = x0_videos[b, shown].reshape(-1, *final.shape[2:])
+                common.save_mp4(setup, case.id, "x0.mp4", x0_frames, 4)
+                common.save_mp4(setup, case.id, "final.mp4", final[b], setup.subject.fps)
+                setup.writer.image(f"trajectory/{case.group}/{case.id}", grid, index[case.id])
+                setup.writer.video(f"final/{case.group}/{case.id}", final[b], index[case.id])
             if case.id in labelled and setup.folder.writes:
                 title = f"x0-hat of {case.id} ({case.split}) at every shown step"
                 fig = plots.step_frame_grid_figure(x0_videos[b, shown], shown, sigmas[shown], title)

@@ -50,7 +50,7 @@ def run(name, toy, out, **overrides):
 
 def test_trajectory(toy, tmp_path):
     out = tmp_path / "run"
-    summary = run("trajectory", toy, out)
+    summary = run("trajectory", toy, out, data="toy:maze,move,pattern")  # single-answer families
     res = results(out)
     assert len(res["cases"]) == 3  # one per family
     for case in res["cases"]:
@@ -118,6 +118,16 @@ def test_noise_perturbation(toy, tmp_path):
     assert overall["drop_step_mean"] == pytest.approx(np.mean(overall["drop_step"]))
     for name in ("drop_vs_step", "drop_vs_frame"):
         assert (out / "plots" / f"{name}.png").is_file() and f"plots/{name}" in acc.Tags()["images"]
+
+
+def test_trajectory_case_files_limits_the_per_case_files_not_the_records(toy, tmp_path):
+    out = tmp_path / "run"
+    run("trajectory", toy, out, data="toy:move", cases=2, case_files=1, labelled_grids=0)
+    rows = results(out)["cases"]
+    assert [r["case"] for r in rows] == ["move-in-100000", "move-in-100001"]
+    assert all(len(r["x0_scores"]) == STEPS for r in rows)
+    assert sorted(p.parent.name for p in (out / "cases").glob("*/grid.png")) == ["move-in-100000"]
+    assert not (out / "cases" / "move-in-100001" / "final.mp4").exists()
 
 
 def test_information_flow_is_zero_before_the_perturbation(toy, tmp_path):
