@@ -21,9 +21,9 @@ cosjax="${COSJAX:-.venv/bin/cosjax}"
 args=(--quiet)
 if [ -n "$model" ]; then args+=(--model "$model"); fi
 
-"$cosjax" run trajectory "${args[@]}" --data toy@both --out "$out/trajectory" \
+"$cosjax" run trajectory "${args[@]}" --data toy:@both --out "$out/trajectory" \
   cases="$cases" labelled_grids=2 case_files=4
-"$cosjax" run ensemble "${args[@]}" --data toy@both --out "$out/ensemble" cases="$cases"
+"$cosjax" run ensemble "${args[@]}" --data toy:@both --out "$out/ensemble" cases="$cases"
 "$cosjax" run noise-perturbation "${args[@]}" --data toy:maze_long,maze_routes --out "$out/noise-perturbation" \
   cases="$probe"
 "$cosjax" run latent-swap "${args[@]}" --data toy:move --out "$out/latent-swap-move" \

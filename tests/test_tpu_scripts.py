@@ -752,3 +752,21 @@ def test_readme_commands_parse_with_the_real_cli(readme, capsys):
     if readme.startswith("tpu"):  # the whole bench run, from create to scores
         names = [a[1] for a in commands]
         assert "run" in names and "score" in names
+
+
+def test_toy_phenomena_script_commands_parse_with_the_real_cli(capsys):
+    """scripts/toy_phenomena.sh: each `"$cosjax" ...` command, its shell variables given their
+    defaults, parses with the real CLI and its experiment's settings."""
+    text = (REPO / "scripts" / "toy_phenomena.sh").read_text().replace("\\\n", " ")
+    values = {'"${args[@]}"': "--quiet", '"$out': '"runs/phenomena', '"$cases"': "300", '"$probe"': "50"}
+    lines = [line for line in text.splitlines() if line.startswith('"$cosjax" run')]
+    assert len(lines) == 6
+    for line in lines:
+        for name, value in values.items():
+            line = line.replace(name, value)
+        argv = ["cosjax", *shlex.split(line)[1:]]
+        try:
+            check_cosjax_command(argv)
+        except SystemExit as e:
+            pytest.fail(f"`{shlex.join(argv)}` does not parse: {capsys.readouterr().err}")
+            raise AssertionError from e
