@@ -10,10 +10,11 @@ refused); `--export DIR` writes the EMA weights as a toy model folder when train
 The recipe (`Recipe`, defaults = the shipped model): `per_family` training cases of each family
 (one count for all or one per family; seeds 0 .. n - 1, in-domain variants only; evaluation uses
 seeds >= 50000 and the held-out variants; a family's share of the batches is its share of the
-cases: maze_routes 15000, maze_long 40000, move 15000, pattern 15000), a 4-layer dim-128 DiT (4 heads) with (1, 4, 4) patches on the "delta" latent space pooled
-2x and strided 4x in time (`cosjax.toy.codec.encode_videos`: 3 latent frames of 16 x 16, 48 tokens, one
-token per 8 x 8-pixel cell), latents scaled by 4, training noise levels shifted by 4, changed
-elements weighted 10x in the loss, AdamW at 1e-3 with batch 16 for 22000 steps, EMA 0.999.
+cases: maze_routes 15000, maze_long 40000, move 15000, pattern 15000), a 4-layer dim-128 DiT
+(4 heads) with (1, 4, 4) patches on the "delta" latent space pooled 2x and strided 4x in time
+(`cosjax.toy.codec.encode_videos`: 3 latent frames of 16 x 16, 48 tokens, one token per 8 x 8-pixel
+cell), latents scaled by 4, training noise levels shifted by 4, changed elements weighted 10x in
+the loss, AdamW at 1e-3 with batch 16 for 22000 steps, EMA 0.999.
 
 Why these numbers (each measured on the 2-core machine; "solved" = score >= 0.5):
   * families (issue 14): the earlier model's 4 x 4 unique-path maze (`cosjax.data.maze`, solved in
