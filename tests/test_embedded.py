@@ -39,3 +39,16 @@ def test_embedded_model_reproduces_its_reference_check():
         assert set(got["phenomena"][family]) == set(counts), family
         for name, value in counts.items():
             assert abs(got["phenomena"][family][name] - value) <= 2, (family, name, got["phenomena"][family])
+
+
+def test_recorded_figures_show_several_answers_at_step_0_on_maze_routes():
+    """The record the test above re-measures: on the multi-answer family the step-0 x0-hat holds
+    >= 2 valid routes in most cases and is almost never already the answer (the routes are pruned
+    over the steps); on move and pattern, step 0 is already solved (one pass)."""
+    recorded = ToySubject().meta["reference_check"]["phenomena"]
+    routes = recorded["maze_routes"]
+    assert routes["two_or_more_step0"] >= routes["cases"] // 2
+    assert routes["x0_solved_step0"] <= routes["solved"] // 2
+    assert routes["commit_after_0"] >= routes["solved"] // 2
+    for family in ("move", "pattern"):
+        assert recorded[family]["x0_solved_step0"] >= recorded[family]["solved"] - 2
