@@ -1,26 +1,31 @@
 """Bad experiment settings are refused before anything is written (issue 13 item 3).
 
-Every row runs the real CLI in-process on the embedded toy model (4 layers, 20 steps by default):
+Every row runs the real CLI in-process on the embedded toy model (4 layers, `STEPS` steps by default):
 the bad setting exits 2 with a message naming the setting, its valid range and a fix, `--out` stays
 absent (or byte-for-byte unchanged), and the fix the message suggests then claims the same `--out`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 import experiments
 from cosjax.cli import main
+from cosjax.subjects import EMBEDDED_MODEL
 from experiments.common import parse_overrides
+
+STEPS = json.loads((EMBEDDED_MODEL / "toy.json").read_text())["sampling"]["steps"]  # the preset's
+LAST = STEPS - 1
 
 # (experiment, bad setting, text the message must hold: the valid range)
 BAD = [
     ("layer-energy", "layers=99", "layers must be distinct indices in 0..3 (the run has 4 layers)"),
     ("layer-energy", "layers=-1", "in 0..3"),
     ("layer-energy", "layers=1,1", "distinct indices"),
-    ("layer-energy", "energy_steps=20", "in 0..19 (the run has 20 steps)"),
+    ("layer-energy", f"energy_steps={STEPS}", f"in 0..{LAST} (the run has {STEPS} steps)"),
     ("layer-energy", "panel_scale=0", "integer in 1..64"),
     ("layer-energy", "steps=0", "steps must be an integer >= 1"),
     ("layer-energy", "batch_size=0", "batch_size must be an integer >= 1"),
@@ -33,18 +38,18 @@ BAD = [
     ("layer-energy", "guide_scale=nan", "finite number"),
     ("layer-energy", "seed=-1", "seed must be an integer in 0..2147483647"),
     ("layer-energy", "seed0=-5", "seed0 must be an integer in 0..2147483647"),
-    ("trajectory", "show_steps=0,20", "show_steps must be distinct indices in 0..19"),
+    ("trajectory", f"show_steps=0,{STEPS}", f"show_steps must be distinct indices in 0..{LAST}"),
     ("trajectory", "show_steps=", "show_steps must be distinct indices"),
     ("trajectory", "success=2", "success must be a finite number >= 0 and <= 1"),
     ("trajectory", "upscale=0", "upscale must be an integer in 1..64"),
-    ("noise-perturbation", "frame_steps=99", "frame_steps must be distinct indices in 0..19"),
-    ("information-flow", "perturb_steps=20", "perturb_steps must be distinct indices in 0..19"),
+    ("noise-perturbation", "frame_steps=99", f"frame_steps must be distinct indices in 0..{LAST}"),
+    ("information-flow", f"perturb_steps={STEPS}", f"perturb_steps must be distinct indices in 0..{LAST}"),
     ("information-flow", "representation=hidden:4", "'hidden:K' with K in 0..3 (the model has 4 layers)"),
     ("information-flow", "representation=energy", "'x0' or 'hidden:K'"),
     ("latent-swap", "layers=4", "layers must be distinct indices in 0..3"),
-    ("latent-swap", "swap_steps=-1", "swap_steps must be distinct indices in 0..19"),
+    ("latent-swap", "swap_steps=-1", f"swap_steps must be distinct indices in 0..{LAST}"),
     ("ensemble", "seeds=0", "seeds must be an integer in 1..64"),
-    ("ensemble", "merge_steps=99", "merge_steps must be distinct indices in 0..19"),
+    ("ensemble", "merge_steps=99", f"merge_steps must be distinct indices in 0..{LAST}"),
     ("ensemble", "merge_steps=", "merge_steps must be distinct indices"),
     ("ensemble", "score_seed=3", "score_seed must be an integer in 0..2"),
     ("ensemble", "layers=9", "layers must be distinct indices in 0..3"),
