@@ -6,7 +6,7 @@
 Sweep: every (steps, shift, guide_scale) of `GRID` samples `cases` validation cases per family
 (in-domain, seeds 50000 + i: disjoint from the training seeds 0..39999 and from the experiments'
 default seeds 100000+). The preset with the highest solved share wins; ties go to the higher mean
-score, then the lower last-frame error (mean |generated - ground truth| / 255), then fewer steps.
+score, then fewer steps, then the lower last-frame error (mean |generated - ground truth| / 255).
 `--write` stores the winner as the model's `sampling` and records its reference check in toy.json
 (`cosjax.toy.reference`: the solved count on fixed cases with that preset, which the test suite
 re-measures), atomically (`cosjax.toy.model_file.update_meta`).
@@ -51,9 +51,10 @@ def sweep(model: str | None, cases: int) -> list[dict]:
 
 
 def best(rows: list[dict]) -> dict:
-    """Most solved; then the higher mean score, the lower last-frame error, fewer steps."""
+    """Most solved; then the higher mean score (3 decimals), fewer steps (every experiment's cost
+    grows with them, noise-perturbation's with their square), the lower last-frame error."""
     return max(
-        rows, key=lambda r: (r["solved"], round(r["mean_score"], 3), -r["last_frame_mae"], -r["steps"])
+        rows, key=lambda r: (r["solved"], round(r["mean_score"], 3), -r["steps"], -r["last_frame_mae"])
     )
 
 
