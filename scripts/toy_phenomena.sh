@@ -10,7 +10,8 @@
 # latent-swap: in-domain cases per family, default 50; each case costs one run per step and frame,
 # or per layer and swapped step). Cases are the experiments' default seeds (100000 + i), disjoint
 # from the training seeds (0 ..) and from the preset sweep's (50000 +) and reference check's (70000 +).
-# Idle 2-core CPU: about 25 minutes with the defaults.
+# Measured on the 2-core CPU with the defaults: the trajectory part (2400 cases) about 12 minutes
+# beside another job; the ensemble (4 trajectories per case) takes longer; the rest scales with PROBE_CASES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-}"
