@@ -179,8 +179,11 @@ def test_host_float64_sinusoid_against_the_official_time_path(tmp_path):
     """The official model computes the timestep sinusoid in float64 (`sinusoidal_embedding_1d`);
     Diffusers in float32. With Diffusers' sinusoid replaced by the float64 one (the official time
     path), our float32 in-graph sinusoid is most of the remaining error; the float64 host-side one
-    (`host_timestep_embedding`, what the sampler feeds) removes it. Measured: 3.7e-6 -> 6.6e-7
-    (against stock Diffusers the other way round, 7.7e-7 -> 3.8e-6)."""
+    (`host_timestep_embedding`, what the sampler feeds) removes it. Measured: 3.7e-6 -> 6.9e-7
+    (against stock Diffusers the other way round, 8.9e-7 -> 3.8e-6); on CI's CPU 3.8e-6 -> 1.2e-6
+    (1.25e-6 -> 3.9e-6). The float32 floor moves with the CPU, so "removes it" is asserted against
+    the floor measured in the same run: matched time paths (ours float32 vs stock, ours float64 vs
+    official) must agree to within 1.5x of each other, and both well inside the float32 budget."""
     from cosjax.models.dit import host_timestep_embedding
 
     model = make_reference(num_layers=3, seed=5, in_channels=36, out_channels=16)
@@ -209,4 +212,6 @@ def test_host_float64_sinusoid_against_the_official_time_path(tmp_path):
         f"{err['after']:.2e}; against stock Diffusers {relative_error(before, stock):.2e} -> "
         f"{relative_error(after, stock):.2e}"
     )
-    assert err["after"] <= 1e-6 and err["after"] * 2 < err["before"] <= F32_TOL
+    floor = relative_error(before, stock)  # same sinusoid on both sides: float32 noise alone
+    assert err["after"] * 2 < err["before"] <= F32_TOL
+    assert err["after"] <= 1.5 * floor and floor <= 2e-6
