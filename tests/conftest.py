@@ -12,6 +12,16 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
+from helpers.xla import configure  # noqa: E402
+
+_CREATED_CACHE = configure()  # before any test imports JAX; see tests/helpers/xla.py
+
+
+def pytest_sessionfinish(session):
+    import shutil
+
+    if _CREATED_CACHE and not hasattr(session.config, "workerinput"):  # the controller's own folder
+        shutil.rmtree(_CREATED_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ mesh specs, the benchmarks/README.md table, and the chosen plan against XLA on 8
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers.xla import device_env
 
 from cosjax.configs import get_preset
 from cosjax.memory import (
@@ -106,7 +106,7 @@ def test_chosen_plan_against_xla_on_fake_devices():
     kwargs = dict(param_dtype="float32", compute_dtype="float32", platform="cpu")
     plan = choose_mesh(config, 1, frames, height, width, 8, budget, **kwargs)
     assert plan.mesh_shape == {"data": 2, "fsdp": 1, "context": 2, "tensor": 2}  # data=2,context=4 is 171 MiB
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = device_env(8)
     script = Path(__file__).parent / "test_memory.py"
     proc = subprocess.run(
         [sys.executable, str(script), "--sharded", json.dumps([dict(plan.mesh_shape)])],

@@ -11,7 +11,6 @@ before JAX starts).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.xla import device_env
 from jax.sharding import AbstractMesh, NamedSharding
 
 from cosjax.configs import DiTConfig, get_preset
@@ -223,7 +223,7 @@ def _sharded_report(meshes=SHARDED_MESHES) -> list[dict]:
 
 
 def test_sharded_per_device_bytes():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = device_env(8)
     proc = subprocess.run(
         [sys.executable, __file__, "--sharded"], capture_output=True, text=True, env=env, timeout=300
     )

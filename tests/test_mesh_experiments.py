@@ -29,6 +29,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from helpers.bench import make_bench
+from helpers.xla import device_env
 
 import cosjax as cj
 
@@ -61,7 +62,7 @@ def bench(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(model, bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("mesh-runs")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = device_env(8)
     env["PYTHONPATH"] = os.pathsep.join([str(SCRIPT.parent.parent), env.get("PYTHONPATH", "")])
     # the two arms in parallel processes (each mostly compiles, single-threaded)
     procs = [

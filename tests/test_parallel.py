@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from helpers.xla import device_env
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
@@ -26,7 +27,7 @@ SCRIPT = Path(__file__).with_name("sharded_run.py")
 
 
 def _run(what: str, mesh: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = device_env(8)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), what, mesh], capture_output=True, text=True, env=env, timeout=900
     )
@@ -98,7 +99,7 @@ def test_context_parallel_needs_divisible_heads():
         "    x, t, c = jnp.zeros((1, 16, 2, 4, 4)), jnp.zeros((1,)), jnp.zeros((1, 4, 32))\n"
         "    cj.WanDiT(cfg).apply({'params': p}, x, t, c)\n"
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = device_env(8)
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
@@ -139,7 +140,7 @@ def test_two_processes_over_loopback(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = Path(__file__).with_name("multiprocess_run.py")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)  # multiprocess_run.py sets its own device count, keeps the other flags
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(i), str(port), str(tmp_path)],

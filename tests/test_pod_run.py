@@ -13,7 +13,6 @@ shape, so that run agrees with these only to float32 rounding, not bit for bit.)
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers.xla import CACHE_VARS, device_env
 
 from cosjax.hosts import work_group
 from cosjax.parallel import _process_settings, make_mesh
@@ -36,8 +36,6 @@ SETTINGS = ["cases=3", "batch_size=1", "steps=2"]
 CASES = sorted(f"{family}-in-{100_000 + i}" for family in ("maze", "move") for i in range(3))
 COMPUTED = re.compile(r"computed (\S+) \(group (\d) of (\d), processes ([\d,]+)\)")
 TIMEOUT = 240  # seconds per run; a hang in a collective fails the test instead of blocking CI
-# every run of this file compiles the same programs: a shared persistent cache saves most of it
-CACHE = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def free_port() -> int:
@@ -46,23 +44,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    CACHE["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-    yield
-    CACHE.pop("JAX_COMPILATION_CACHE_DIR")
-
-
 def env_for(devices: int, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "COSJAX_"))}
-    env.update(
-        CACHE,
-        PYTHONPATH=str(REPO),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        COSJAX_LOG="INFO",
-        **extra,
-    )
+    """The suite's XLA flags and compilation cache (`helpers.xla`), no other JAX_ or COSJAX_ setting."""
+    keep = {"JAX_PLATFORMS", "JAX_COMPILATION_CACHE_DIR", *CACHE_VARS}
+    env = {k: v for k, v in device_env(devices).items() if k in keep or not k.startswith(("JAX_", "COSJAX_"))}
+    env.update(PYTHONPATH=str(REPO), COSJAX_LOG="INFO", **extra)
     return env
 
 
