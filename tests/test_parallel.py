@@ -9,7 +9,6 @@ all-to-alls move data, partial sums are reduced in another order): relative erro
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -140,7 +139,7 @@ def test_two_processes_over_loopback(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = Path(__file__).with_name("multiprocess_run.py")
-    env = dict(os.environ)  # multiprocess_run.py sets its own device count, keeps the other flags
+    env = device_env(4)
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(i), str(port), str(tmp_path)],

@@ -41,12 +41,11 @@ def configure(environ=os.environ) -> str | None:
     return environ["JAX_COMPILATION_CACHE_DIR"]
 
 
-def device_env(devices: int, **extra: str) -> dict[str, str]:
+def device_env(devices: int) -> dict[str, str]:
     """os.environ for a subprocess with `devices` fake CPU devices, the suite's flags kept."""
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return dict(
         os.environ,
         XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
         JAX_PLATFORMS="cpu",
-        **extra,
     )
