@@ -24,6 +24,12 @@ Why these numbers (each measured on the 2-core machine; "solved" = score >= 0.5)
     8-20 moves (5000 steps: 3 of 24), so it gets 47% of the batches and a 6-16 move range.
   * 22000 steps: the shipped run took 4964 s (82.7 min) on the idle 2-core machine, about 4 min
     building the 85000 training cases and 4.69 steps/s (batch 16, 48 tokens): inside 90 minutes.
+Measured, not yet in the shipped recipe (next: retrain with final_change_weight=1.0
+final_steps=3000): the weight-10 model floods mazes and draws two routes (128 in-domain cases per
+family at the preset: maze_routes 0.578 solved, 43 finals holding two routes; maze_long 0.578, its
+failures paint cells far off the path). 1500 more steps at weight 1 (lr 3e-4, 24000 cases) gave
+maze_routes 0.742 solved with 11 finals holding two routes, maze_long 0.578, move and pattern 1.0
+(`TrainConfig.final_change_weight` says why).
 The earlier recipe's measurements (3 families, 12 in-domain validation cases per family, 10 Euler
 steps, no CFG):
   * tokens: 9 x 8 x 8 = 576 tokens of (1, 2, 2) patches ran 2.2 steps/s at batch 16; Wan's 4x

@@ -197,6 +197,49 @@ def test_change_weight_weighs_the_changed_elements(data):
     np.testing.assert_allclose(float(loss), np.mean(w * (eps - x0) ** 2), rtol=1e-5)
 
 
+def test_final_change_weight_applies_to_the_last_steps_only(data):
+    """change_weight_at switches to final_change_weight at step steps - final_steps, and the loss
+    passed that weight equals mean(w (eps - x0)^2) with the final w; half-given settings are refused."""
+    from cosjax.models.dit import WanDiT
+    from cosjax.toy.codec import prompt_embeddings
+    from cosjax.toy.train import TrainConfig, change_weight_at, flow_matching_loss, init_state
+
+    config = dataclasses.replace(
+        TINY,
+        steps=50,
+        stride=4,
+        scale=4.0,
+        change_weight=10.0,
+        final_change_weight=1.0,
+        final_steps=8,
+        num_prompts=4,
+    )
+    weights = [float(change_weight_at(config, np.int32(k))) for k in (0, 41, 42, 49)]
+    assert weights == [10.0, 10.0, 1.0, 1.0]
+    assert float(change_weight_at(dataclasses.replace(TINY, change_weight=3.0), 49)) == 3.0
+    videos, first_frames, ids = data
+    params = init_state(config).params  # v == 0
+    context = prompt_embeddings(0, 4, config.model.text_len, config.model.text_dim)[ids[:4]]
+    key = jax.random.key(5)
+    loss = flow_matching_loss(
+        params,
+        WanDiT(config.model),
+        config,
+        key,
+        videos[:4],
+        first_frames[:4],
+        context,
+        change_weight_at(config, 45),
+    )
+    x0 = np.asarray(encode_videos(videos[:4], "delta", stride=4, scale=4.0))
+    eps = np.asarray(jax.random.normal(jax.random.split(key, 3)[0], x0.shape))
+    np.testing.assert_allclose(float(loss), np.mean((eps - x0) ** 2), rtol=1e-5)
+    with pytest.raises(ValueError, match="final_steps"):
+        TrainConfig(model=TINY.model, steps=50, warmup=5, final_change_weight=1.0)
+    with pytest.raises(ValueError, match="final_steps"):
+        TrainConfig(model=TINY.model, steps=50, warmup=5, final_steps=60, final_change_weight=1.0)
+
+
 def test_shipped_layout_trains(data, tmp_path):
     """The embedded model's layout (pool 2, stride 4, scale 4, changed elements x10, (1, 4, 4)
     patches: 3 x 4 x 4 = 48 tokens) on the moving squares: the loss falls within 80 steps."""
