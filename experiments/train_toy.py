@@ -79,6 +79,8 @@ class Recipe:
     stride: int = 4
     scale: float = 4.0
     change_weight: float = 10.0
+    final_change_weight: float | None = None
+    final_steps: int = 0
     seed: int = 0
     checkpoint_every: int = 1000
 
