@@ -29,7 +29,7 @@ final_steps=3000): the weight-10 model floods mazes and draws two routes (128 in
 family at the preset: maze_routes 0.578 solved, 43 finals holding two routes; maze_long 0.578, its
 failures paint cells far off the path). 1500 more steps at weight 1 (lr 3e-4, 24000 cases) gave
 maze_routes 0.742 solved with 11 finals holding two routes, maze_long 0.578, move and pattern 1.0
-(`TrainConfig.final_change_weight` says why).
+(`cosjax.toy.train.change_weight_at` says why).
 The earlier recipe's measurements (3 families, 12 in-domain validation cases per family, 10 Euler
 steps, no CFG):
   * tokens: 9 x 8 x 8 = 576 tokens of (1, 2, 2) patches ran 2.2 steps/s at batch 16; Wan's 4x

@@ -6,7 +6,8 @@ checkpoints, tiny config, optax, Orbax checkpoints, TensorBoard logging, exact r
 The latent codec it trains in is `cosjax.toy.codec`, the folder it exports `cosjax.toy.model_file`.
 
 Loss: rectified flow matching as Wan: x_s = (1 - s) x0 + s eps, target v = eps - x0, the DiT gets
-t = 1000 s; elements where x0 != 0 weigh `change_weight` (see `flow_matching_loss`). s is
+t = 1000 s; elements where x0 != 0 weigh `change_weight` (in the last `final_steps` steps
+`final_change_weight`; see `change_weight_at`). s is
 "shifted uniform" by default: u ~ U(0, 1), s = shift u / (1 + (shift - 1) u), the same shift map as
 the sampler's sigma grids (`cosjax.sampling.schedules`), shift 3 by default (more weight on high
 noise, where the toy's content -- where the object goes -- is decided; the shipped recipe uses 4);
