@@ -63,7 +63,7 @@ def test_registry_ships_the_reasoning_families():
     # what the demo and the shipped model use; the 4 x 4 unique maze stays opt-in
     assert sorted(tasks.FAMILIES) == sorted(D.FAMILIES) == ["maze_long", "maze_routes", "move", "pattern"]
     assert NAMES == ["maze_long", "maze_routes"]
-    assert sorted(tasks.OTHER_FAMILIES) == ["maze"]
+    assert sorted(tasks.OTHER_FAMILIES) == ["arrows", "maze"]
     assert set(tasks.ALL_FAMILIES) == set(tasks.FAMILIES) | set(tasks.OTHER_FAMILIES)
     for name in NAMES:
         assert tasks.family(name).generate is MODULES[name].generate

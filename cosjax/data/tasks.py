@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cosjax.data import maze, maze_long, maze_routes, move, pattern
+from cosjax.data import arrows, maze, maze_long, maze_routes, move, pattern
 from cosjax.data.case import Case
 from cosjax.data.prompts import FAMILY_PROMPTS, MAZE, PROMPTS, prompt_id
 
@@ -43,8 +43,9 @@ FAMILIES: dict[str, Family] = {
     **{m.NAME: _family(m, FAMILY_PROMPTS[m.NAME]) for m in (move, pattern)},
 }
 # Opt-in by name ("toy:maze"): the 4 x 4 unique-path maze the earlier embedded model was trained on
-# (one pass solves it; maze_routes is the same board with loops).
-OTHER_FAMILIES: dict[str, Family] = {maze.NAME: _family(maze, FAMILY_PROMPTS[maze.NAME])}
+# (one pass solves it; maze_routes is the same board with loops), and `arrows` (a chain of 6-10
+# pointer hops), a candidate hard family no shipped model is trained on yet.
+OTHER_FAMILIES: dict[str, Family] = {m.NAME: _family(m, FAMILY_PROMPTS[m.NAME]) for m in (maze, arrows)}
 ALL_FAMILIES: dict[str, Family] = {**FAMILIES, **OTHER_FAMILIES}
 
 
