@@ -170,6 +170,12 @@ class ToySubject:
 
         first = np.stack([c.source.first_frame for c in cases])
         ids = np.asarray([c.source.prompt_id for c in cases])
+        if ids.max() >= len(self.table):
+            bad = sorted({c.source.family for c in cases if c.source.prompt_id >= len(self.table)})
+            raise ValueError(
+                f"the toy model {self.path} knows {len(self.table)} prompts, but {bad} use prompt id "
+                f"{int(ids.max())}: it was not trained on these families (toy.json's data says which)"
+            )
         frames = latent_frames(int(self.meta["video_shape"]["frames"]), self.stride)
         return toy_conditioning(first, self.table[ids], frames, cfg=self.cfg(settings), pool=self.pool)
 

@@ -116,3 +116,18 @@ def test_held_out_is_longer_than_any_training_chain():
     for seed in range(30):
         assert arrows.generate(seed, True).solution["moves"] > arrows.IN_DOMAIN_MOVES[1]
         assert arrows.generate(seed).solution["moves"] <= arrows.IN_DOMAIN_MOVES[1]
+
+
+def test_a_toy_model_refuses_prompts_it_has_no_embedding_for():
+    import dataclasses
+
+    import pytest
+
+    from cosjax.subjects import CaseRef, ToySubject
+
+    subject = ToySubject(None)
+    case = arrows.generate(0)
+    unknown = dataclasses.replace(case, prompt_id=len(subject.table))
+    ref = CaseRef("arrows-0", "arrows", "in_domain", "arrows", unknown)
+    with pytest.raises(ValueError, match="not trained on these families"):
+        subject.condition([ref], subject.settings())
