@@ -5,9 +5,14 @@ one cell per toy token). Every cell but the red stop cell holds a pointer: the g
 4 x 4 centre square on the side of the neighbour it points to (the right half points right, the
 lower half down, ...). The path from the green start follows the pointers; the distractor cells off
 the path point at random in-board neighbours (some into the path), so which cells lie on the path
-is only known by walking it from the start, one hop after another. That is the point of the family:
-a network of a few layers follows a few hops per forward pass, so a chain longer than that cannot be
-drawn in one pass from the first frame, but the sampler can extend what earlier steps drew.
+is only known by walking it from the start, one hop after another. The family was built as a
+candidate for issue 14's hard family (a few layers follow a few hops per pass, so the sampler would
+have to extend what earlier steps drew), and measured to be the opposite, a control: the toy DiT
+(4 layers, dim 128, one token per cell) trained on arrows alone for 4000 steps (10000 cases, change
+weight 10 then 1 for the last 1000) draws the chain in one pass. Its step-0 x0-hat solved 96 of 96
+in-domain cases (seeds 70000+; the final video 96) and 64 of 64 held-out chains of 11-15 hops
+(final 63). Attention follows pointers in parallel, so a long chain alone does not make the steps
+matter.
 
 The path is a self-avoiding walk of a drawn length (uniform over the range) from a random start;
 the video paints it one move at a time like the mazes (frame k shows the first

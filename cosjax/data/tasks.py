@@ -44,7 +44,7 @@ FAMILIES: dict[str, Family] = {
 }
 # Opt-in by name ("toy:maze"): the 4 x 4 unique-path maze the earlier embedded model was trained on
 # (one pass solves it; maze_routes is the same board with loops), and `arrows` (a chain of 6-10
-# pointer hops), a candidate hard family no shipped model is trained on yet.
+# pointer hops: deep, yet one pass of the toy DiT draws it, see its docstring).
 OTHER_FAMILIES: dict[str, Family] = {m.NAME: _family(m, FAMILY_PROMPTS[m.NAME]) for m in (maze, arrows)}
 ALL_FAMILIES: dict[str, Family] = {**FAMILIES, **OTHER_FAMILIES}
 
