@@ -10,26 +10,29 @@ refused); `--export DIR` writes the EMA weights as a toy model folder when train
 The recipe (`Recipe`, defaults = the shipped model): `per_family` training cases of each family
 (one count for all or one per family; seeds 0 .. n - 1, in-domain variants only; evaluation uses
 seeds >= 50000 and the held-out variants; a family's share of the batches is its share of the
-cases: maze_routes 15000, maze_long 40000, move 15000, pattern 15000), a 4-layer dim-128 DiT
+cases: maze_routes 20000, maze_long 40000, move 10000, pattern 10000), a 4-layer dim-128 DiT
 (4 heads) with (1, 4, 4) patches on the "delta" latent space pooled 2x and strided 4x in time
 (`cosjax.toy.codec.encode_videos`: 3 latent frames of 16 x 16, 48 tokens, one token per 8 x 8-pixel
 cell), latents scaled by 4, training noise levels shifted by 4, changed elements weighted 10x in
-the loss, AdamW at 1e-3 with batch 16 for 22000 steps, EMA 0.999.
+the loss and 1x in the last 3000 steps, AdamW at 1e-3 with batch 16 for 22000 steps, EMA 0.999.
 
 Why these numbers (each measured on the 2-core machine; "solved" = score >= 0.5):
   * families (issue 14): the earlier model's 4 x 4 unique-path maze (`cosjax.data.maze`, solved in
     one forward pass: its x0-hat at step 0 was already the answer) is replaced by `maze_routes`
     (the same board with 2-3 shortest routes) and `maze_long` (8 x 8 cells, 6-16 moves); move and
     pattern stay. maze_long alone with this network took 10000 steps to solve 8 of 24 cases of
-    8-20 moves (5000 steps: 3 of 24), so it gets 47% of the batches and a 6-16 move range.
-  * 22000 steps: the shipped run took 4964 s (82.7 min) on the idle 2-core machine, about 4 min
-    building the 85000 training cases and 4.69 steps/s (batch 16, 48 tokens): inside 90 minutes.
-Measured, not yet in the shipped recipe (next: retrain with final_change_weight=1.0
-final_steps=3000): the weight-10 model floods mazes and draws two routes (128 in-domain cases per
-family at the preset: maze_routes 0.578 solved, 43 finals holding two routes; maze_long 0.578, its
-failures paint cells far off the path). 1500 more steps at weight 1 (lr 3e-4, 24000 cases) gave
-maze_routes 0.742 solved with 11 finals holding two routes, maze_long 0.578, move and pattern 1.0
-(`cosjax.toy.train.change_weight_at` says why).
+    8-20 moves (5000 steps: 3 of 24), so it gets half the batches and a 6-16 move range; move and
+    pattern, solved 128/128 in-domain with 15000 cases each, gave 5000 each to maze_routes.
+  * the last 3000 steps at change weight 1 (`cosjax.toy.train.change_weight_at` says why): the
+    model trained at weight 10 throughout (the previous shipped one) flooded mazes and drew two
+    routes at once. On 128 in-domain cases per family (seeds 70000+, preset 20 Euler steps, shift 4,
+    guidance 3) it solved maze_routes 0.578 (final exactly one route 0.594), maze_long 0.578,
+    move and pattern 1.0; this recipe solves maze_routes 0.797 (exactly one 0.844, >= 2 routes in
+    the step-0 x0-hat 0.812), maze_long 0.703, move 0.992, pattern 1.0.
+  * 22000 steps: the shipped run took 6761 s (113 min) on this machine while it was busy (about
+    half its CPU stolen by other tenants; 3.4 steps/s with a second job beside it for 25 min and a
+    test-suite run for 35); the previous recipe, the same network and step count, took 4964 s
+    (82.7 min, 4.69 steps/s) on the idle machine: inside 90 minutes.
 The earlier recipe's measurements (3 families, 12 in-domain validation cases per family, 10 Euler
 steps, no CFG):
   * tokens: 9 x 8 x 8 = 576 tokens of (1, 2, 2) patches ran 2.2 steps/s at batch 16; Wan's 4x
@@ -63,7 +66,7 @@ class Recipe:
     """What the shipped model was trained with (override any field with NAME=VALUE)."""
 
     families: tuple[str, ...] = ("maze_routes", "maze_long", "move", "pattern")
-    per_family: tuple[int, ...] = (15000, 40000, 15000, 15000)
+    per_family: tuple[int, ...] = (20000, 40000, 10000, 10000)
     dim: int = 128
     layers: int = 4
     heads: int = 4
@@ -79,8 +82,8 @@ class Recipe:
     stride: int = 4
     scale: float = 4.0
     change_weight: float = 10.0
-    final_change_weight: float | None = None
-    final_steps: int = 0
+    final_change_weight: float | None = 1.0
+    final_steps: int = 3000
     seed: int = 0
     checkpoint_every: int = 1000
 
