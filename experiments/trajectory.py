@@ -19,6 +19,10 @@ candidates of the final video, and the phenomena commit step (first step from wh
 solved with the final answer; S = never). Summary figures in `plots/` (and TensorBoard `plots/*`):
 score and solved share vs step, candidates vs step; the first `labelled_grids` cases of each family
 and split get `grid_labelled.png` (rows = step index and sigma, columns = frame index).
+Per path length (cases whose solution has "moves", the toy maze families): final vs step-0 x0-hat
+solved share and median commit step (`cosjax.analysis.summaries.length_summary`, results.json
+"by_length", plot `solved_vs_length.png`): the lengths where the two part are where the steps add
+to what one forward pass computes.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 from cosjax.analysis import plots
 from cosjax.analysis.images import step_frame_grid, upscale
 from cosjax.analysis.phenomena import candidates_present, trajectory_measures
-from cosjax.analysis.summaries import candidate_summary, step_means, subsets
+from cosjax.analysis.summaries import candidate_summary, length_summary, step_means, subsets
 from cosjax.sampling.schedules import make_schedule
 from cosjax.transforms import trace_x0
 from experiments import common
@@ -142,6 +146,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                 "x0_scores": scores,
                 "solved_by_step": [None if s is None else s >= config.success for s in scores],
                 "commit_step": commit_step(scores, config.success),
+                "moves": getattr(case.source, "solution", {}).get("moves"),
             }
             if is_multi_answer(case) and final_score is not None:
                 record["multi"] = trajectory_measures(
@@ -187,6 +192,11 @@ def finish(setup, config: Config, steps: int) -> dict:
             for t, curve in entry["sweep"].items():
                 for s, value in enumerate(curve):
                     setup.writer.scalar(f"candidates_at_{t}/{name}", value, s)
+    summary["by_length"] = length_summary(rows, config.success)
+    for group, lengths in summary["by_length"].items():
+        for moves, entry in lengths.items():
+            setup.writer.scalar(f"solved_by_length/{group}/final", entry["solved"], int(moves))
+            setup.writer.scalar(f"solved_by_length/{group}/x0_step0", entry["x0_solved_step0"], int(moves))
     summary["figures"] = figures(setup, config, summary, steps)
     table = [
         [s, summary["x0_score_by_step"][s]["overall"]]
@@ -246,6 +256,8 @@ def figures(setup, config: Config, summary: dict, steps: int) -> list[dict]:
                 "and then prunes.",
             )
         )
+    if summary["by_length"]:
+        out.append(length_figure(setup, config, summary["by_length"]))
     for case_id in labelled_ids(setup.cases, config.labelled_grids):
         case = setup.by_id[case_id]
         out.append(
@@ -256,3 +268,22 @@ def figures(setup, config: Config, summary: dict, steps: int) -> list[dict]:
             }
         )
     return out
+
+
+def length_figure(setup, config: Config, by_length: dict) -> dict:
+    """Final vs step-0 x0-hat solved share against path length (`length_summary`), per group."""
+    lengths = sorted({int(m) for entry in by_length.values() for m in entry})
+    curves = {}
+    for group, entry in by_length.items():
+        for key, label in (("solved", "final video"), ("x0_solved_step0", "x0-hat at step 0")):
+            curves[f"{group}: {label}"] = [entry.get(str(m), {}).get(key) for m in lengths]
+    title = f"Solved share (score >= {config.success:g}) vs path length: final vs step-0 x0-hat"
+    fig = plots.curves_figure(lengths, curves, "path length (moves)", "solved share", title, (0, 1.05))
+    return common.save_figure(
+        setup,
+        "solved_vs_length",
+        fig,
+        "Solved share of the final video and of the step-0 x0-hat (one forward pass) against the "
+        "path length, per maze family, both splits: where the two part is where the denoising "
+        "steps add to what one pass computes.",
+    )

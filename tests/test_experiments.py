@@ -76,6 +76,13 @@ def test_trajectory(toy, tmp_path):
         "plots/solved_vs_step.png",
     ]
     assert len(acc.Scalars("solved/overall")) == STEPS and "plots/score_vs_step" in acc.Tags()["images"]
+    maze = next(c for c in res["cases"] if c["group"] == "maze")
+    assert list(summary["by_length"]) == ["maze"]  # move and pattern have no path length
+    (length,) = summary["by_length"]["maze"]
+    assert int(length) == maze["moves"] and summary["by_length"]["maze"][length]["cases"] == 1
+    assert summary["by_length"]["maze"][length]["solved"] == float(maze["final_score"] >= 0.5)
+    assert "plots/solved_vs_length.png" in [f["file"] for f in summary["figures"]]
+    assert (out / "plots" / "solved_vs_length.png").stat().st_size > 0
 
 
 def test_trajectory_counts_candidates_on_multi_answer_cases(toy, tmp_path):

@@ -1,5 +1,6 @@
 """The phenomena measures (cosjax.analysis.phenomena): candidate presence on constructed
-superpositions, the threshold sweep, commit step on hand-made sequences, the paired bootstrap."""
+superpositions, the threshold sweep, commit step on hand-made sequences, the paired bootstrap,
+the per-length summary."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from test_tasks_multi import draw
 
 from cosjax.analysis import phenomena as P
+from cosjax.analysis import summaries
 from cosjax.data import maze_long, maze_routes
 
 SEEDS = range(12)
@@ -144,3 +146,57 @@ def test_trajectory_measures():
     json.dumps(out)
     with pytest.raises(ValueError, match="scores"):
         P.trajectory_measures(steps, case, scores[:2])
+
+
+def test_length_summary_parts_step0_from_final_per_length():
+    def row(group, moves, final, step0, commit, split="in_domain"):
+        return {
+            "group": group,
+            "split": split,
+            "moves": moves,
+            "final_score": final,
+            "x0_scores": [step0, final],
+            "commit_step": commit,
+        }
+
+    rows = [
+        row("maze_long", 16, 1.0, 1.0, 0),
+        row("maze_long", 16, 0.9, 0.2, 1),
+        row("maze_long", 16, 0.1, 0.0, None, "held_out"),
+        row("maze_long", 8, 0.6, 0.7, 0),
+        row("maze_long", 8, 0.4, 0.6, None),
+        row("maze", 4, 1.0, 0.3, 1),
+        {
+            "group": "move",
+            "split": "in_domain",
+            "moves": None,
+            "final_score": 1.0,
+            "x0_scores": [1.0, 1.0],
+            "commit_step": 0,
+        },  # no path length: left out
+        row("maze", 5, None, None, None),  # no scorer: left out
+    ]
+    out = summaries.length_summary(rows, 0.5)
+    assert list(out) == ["maze", "maze_long"]
+    assert list(out["maze_long"]) == ["8", "16"]  # increasing length, not string order
+    long16 = out["maze_long"]["16"]
+    assert long16["cases"] == 3 and long16["splits"] == ["held_out", "in_domain"]
+    assert long16["solved"] == pytest.approx(2 / 3) and long16["x0_solved_step0"] == pytest.approx(1 / 3)
+    assert long16["median_commit"] == 0.5
+    assert out["maze_long"]["8"] == {
+        "cases": 2,
+        "solved": 0.5,
+        "x0_solved_step0": 1.0,
+        "median_commit": 0.0,
+        "splits": ["in_domain"],
+    }
+    assert out["maze"] == {
+        "4": {
+            "cases": 1,
+            "solved": 1.0,
+            "x0_solved_step0": 0.0,
+            "median_commit": 1.0,
+            "splits": ["in_domain"],
+        }
+    }
+    assert summaries.length_summary(rows[-2:], 0.5) == {}

@@ -94,3 +94,31 @@ def gains(rows: Sequence[dict], plain: str, ensemble: str, level: float = 0.95) 
         gain = paired_bootstrap_gain(a, b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, level)
         out[name] = gain._asdict()
     return out
+
+
+def length_summary(rows: Sequence[dict], success: float) -> dict[str, dict[str, dict]]:
+    """Step-0 vs final solved share per group and path length: where one pass stops sufficing.
+
+    rows: trajectory records holding "moves" (a case's path length, the toy maze families), "split",
+    "final_score" and "x0_scores" [S] (None entries: no scorer) and "commit_step" (None = the final
+    x0-hat fails). Returns {group: {str(moves): {"cases", "solved" (share of final videos scoring >=
+    success), "x0_solved_step0" (share of step-0 x0-hats scoring >= success), "median_commit" (over
+    the cases with a commit step; None without), "splits" (the splits these cases come from)}}},
+    lengths in increasing order; groups whose records have no "moves" are left out.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    scored = [r for r in rows if r.get("moves") is not None and r["final_score"] is not None]
+    for group in sorted({r["group"] for r in scored}):
+        mine = [r for r in scored if r["group"] == group]
+        out[group] = {}
+        for moves in sorted({r["moves"] for r in mine}):
+            chosen = [r for r in mine if r["moves"] == moves]
+            commits = [r["commit_step"] for r in chosen if r["commit_step"] is not None]
+            out[group][str(moves)] = {
+                "cases": len(chosen),
+                "solved": float(np.mean([r["final_score"] >= success for r in chosen])),
+                "x0_solved_step0": float(np.mean([r["x0_scores"][0] >= success for r in chosen])),
+                "median_commit": float(np.median(commits)) if commits else None,
+                "splits": sorted({r["split"] for r in chosen}),
+            }
+    return out
