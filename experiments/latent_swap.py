@@ -15,12 +15,15 @@ at step s of B's own trajectory). Both runs start from the same initial noise.
 Protocol choices (the paper leaves them open): the swap replaces *all* tokens of layer k at the
 swap steps (default: the first quarter of the steps, where the toy commits to its answer); the
 direction is alternative -> case.
-Outcome: a case "flips" at layer k when the swapped video's last frame is closer (mean absolute
-pixel difference) to B's clean last frame than to A's clean last frame; cases whose clean A and B
-last frames are identical (nothing to flip to) are left out and counted. Where the subject has a
-scorer, "adopts" = the swapped video solves B's task (score >= `success`) as well. Figure
-`plots/flip_vs_layer.png` (and TensorBoard `plots/flip_vs_layer`): flip and adopt share per layer
-when the whole window `swap_steps` is swapped. With `per_step=true` every (layer, step) of the
+Outcome: a case "flips" at layer k when what the swapped video draws (its last frame minus its
+first frame) is closer (mean absolute pixel difference) to what B's clean video draws than to what
+A's does. The change from the first frame, not the last frame itself: the swapped run keeps A's
+first frame (I2V), so where B's input differs from A's (a different maze for the toy's maze
+families), raw last frames would always stay nearer A's scene whatever the swap did to the answer.
+Cases whose clean A and B draw the same change (nothing to flip to) are left out and counted.
+Where the subject has a scorer, "adopts" = the swapped video solves B's task (score >= `success`)
+as well. Figure `plots/flip_vs_layer.png` (and TensorBoard `plots/flip_vs_layer`): flip and adopt
+share per layer when the whole window `swap_steps` is swapped. With `per_step=true` every (layer, step) of the
 window is also swapped alone (one more run per pair, the layer and step traced: one compilation),
 giving `flip_share_per_step` [layers, steps] and the heatmap `plots/flip_layer_x_step.png`: at
 which step which layer still decides the answer.
@@ -109,11 +112,11 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
         per_pair = [[alone(*pair) for pair in row] for row in pairs] if config.per_step else []
         records = []
         for b, (case, alt) in enumerate(zip(cases, alts, strict=True)):
-            last_a, last_b = video_a[b, -1].astype(np.float32), video_b[b, -1].astype(np.float32)
+            last_a, last_b = _drawn(video_a[b]), _drawn(video_b[b])
             distinct = bool(np.abs(last_a - last_b).mean() > 0)
             flips, adopts, to_a, to_b = [], [], [], []
             for videos in per_layer:
-                last = videos[b, -1].astype(np.float32)
+                last = _drawn(videos[b])
                 da, db = float(np.abs(last - last_a).mean()), float(np.abs(last - last_b).mean())
                 to_a.append(da)
                 to_b.append(db)
@@ -122,7 +125,9 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
                 adopts.append(None if s is None else s >= config.success)
             extra = {}
             if config.per_step:
-                closer = [[_closer_to(videos[b, -1], last_b, last_a) for videos in row] for row in per_pair]
+                closer = [
+                    [_closer_to(_drawn(videos[b]), last_b, last_a) for videos in row] for row in per_pair
+                ]
                 extra["flipped_per_step"] = [[distinct and c for c in row] for row in closer]
             records.append(
                 {
@@ -146,10 +151,14 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     )
 
 
-def _closer_to(last, target, other) -> bool:
-    """Whether the uint8 frame `last` is nearer (mean |difference|) to `target` than to `other` (float32)."""
-    last = last.astype(np.float32)
-    return bool(np.abs(last - target).mean() < np.abs(last - other).mean())
+def _drawn(video) -> np.ndarray:
+    """float32 [H, W, 3]: what a uint8 video [F, H, W, 3] draws, its last frame minus its first."""
+    return video[-1].astype(np.float32) - video[0].astype(np.float32)
+
+
+def _closer_to(drawn, target, other) -> bool:
+    """Whether `drawn` is nearer (mean |difference|) to `target` than to `other` (all float32 [H, W, 3])."""
+    return bool(np.abs(drawn - target).mean() < np.abs(drawn - other).mean())
 
 
 def finish(setup, layers: list[int], swap_steps: list[int], per_step: bool = False) -> dict:

@@ -272,7 +272,8 @@ def figures(setup, config: Config, summary: dict, steps: int) -> list[dict]:
 
 def length_figure(setup, config: Config, by_length: dict) -> dict:
     """Final vs step-0 x0-hat solved share against path length (`length_summary`), per group."""
-    lengths = sorted({int(m) for entry in by_length.values() for m in entry})
+    seen = {int(m) for entry in by_length.values() for m in entry}
+    lengths = list(range(min(seen), max(seen) + 1))  # unmeasured lengths break the lines
     curves = {}
     for group, entry in by_length.items():
         for key, label in (("solved", "final video"), ("x0_solved_step0", "x0-hat at step 0")):

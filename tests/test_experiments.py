@@ -176,6 +176,15 @@ def test_latent_swap_at_the_last_layer_reproduces_the_alternative(toy, tmp_path)
     assert len(summary["flip_share"]) == 2
 
 
+def test_latent_swap_compares_what_is_drawn_not_the_scene(toy, tmp_path):
+    """maze_long's alternative is another maze: the swapped run keeps the case's first frame (its
+    walls), so it flips to the alternative's path only in the change it draws, not in raw pixels."""
+    out = tmp_path / "run"
+    run("latent-swap", toy, out, data="toy:maze_long", cases=2, swap_steps=tuple(range(STEPS)))
+    for r in results(out)["cases"]:
+        assert r["distinct"] and r["flipped"][-1]  # raw last frames: nearer the case's (its walls)
+
+
 def test_latent_swap_per_step_matches_the_window_of_one_step(toy, tmp_path):
     """A window of one step swapped whole and that step swapped alone are the same run; over a longer
     window the per-step heatmap has one row per layer and one column per step."""

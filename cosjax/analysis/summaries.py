@@ -104,7 +104,8 @@ def length_summary(rows: Sequence[dict], success: float) -> dict[str, dict[str, 
     x0-hat fails). Returns {group: {str(moves): {"cases", "solved" (share of final videos scoring >=
     success), "x0_solved_step0" (share of step-0 x0-hats scoring >= success), "median_commit" (over
     the cases with a commit step; None without), "splits" (the splits these cases come from)}}},
-    lengths in increasing order; groups whose records have no "moves" are left out.
+    lengths in increasing order (results.json sorts the keys as strings); groups whose records have
+    no "moves" are left out.
     """
     out: dict[str, dict[str, dict]] = {}
     scored = [r for r in rows if r.get("moves") is not None and r["final_score"] is not None]
