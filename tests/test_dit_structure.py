@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,27 +12,31 @@ import cosjax as cj
 from cosjax.plan import LayerPlan
 
 
-def _compile_seconds(config: cj.DiTConfig, repeats: int = 3) -> float:
+def _compiled_program(config: cj.DiTConfig) -> str:
+    """The optimized HLO text XLA compiles the DiT forward into (abstract params, tiny shapes)."""
     module = cj.WanDiT(config)
     params = cj.abstract_params(config)
     x = jax.ShapeDtypeStruct((1, 16, 2, 8, 8), jnp.float32)
     t = jax.ShapeDtypeStruct((1,), jnp.float32)
     ctx = jax.ShapeDtypeStruct((1, 8, config.text_dim), jnp.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        fn = jax.jit(lambda p, x, t, c: module.apply({"params": p}, x, t, c))  # fresh: no cache hit
-        start = time.perf_counter()
-        fn.lower(params, x, t, ctx).compile()
-        best = min(best, time.perf_counter() - start)
-    return best
+    fn = jax.jit(lambda p, x, t, c: module.apply({"params": p}, x, t, c))
+    return fn.lower(params, x, t, ctx).compile().as_text()
 
 
-def test_compile_time_does_not_grow_with_depth():
+def _instructions(hlo_text: str) -> int:
+    return sum(" = " in line for line in hlo_text.splitlines())
+
+
+def test_compiled_program_does_not_grow_with_depth():
+    """The blocks run under one scan: 40 layers compile to the same program as 4 (one loop body,
+    a different trip count and stacked parameter shapes), so compile time does not grow with depth.
+    Counted in the compiled program's instructions, not timed: a wall-clock ratio flakes on a busy
+    machine. An unrolled stack would repeat the block's instructions once per layer."""
     base = dict(dim=256, ffn_dim=512, num_heads=2, in_dim=16, out_dim=16, text_dim=64)
-    shallow = _compile_seconds(cj.DiTConfig(num_layers=4, **base))
-    deep = _compile_seconds(cj.DiTConfig(num_layers=40, **base))
-    print(f"compile: 4 layers {shallow:.3f} s, 40 layers {deep:.3f} s, ratio {deep / shallow:.2f}")
-    assert deep <= 1.5 * shallow
+    shallow = _compiled_program(cj.DiTConfig(num_layers=4, **base))
+    deep = _compiled_program(cj.DiTConfig(num_layers=40, **base))
+    shallow, deep = _instructions(shallow), _instructions(deep)  # 1066 each at the time of writing
+    assert deep <= 1.05 * shallow, (shallow, deep)
 
 
 @struct.dataclass
