@@ -13,6 +13,13 @@ The move count is drawn uniformly from the range, then a goal at exactly that di
 In-domain paths take 6-16 moves (narrowed from 8-20: a 10000-step probe of the 4-layer toy solved
 8 of 24 of those); held-out paths take 24-40, lengths never seen in training.
 
+Measured on the shipped model (preset, 300 cases per split; `cosjax run trajectory` "by_length"):
+one pass decides up to about 14 moves (step-0 x0-hat solved share at or above the final's), and the
+steps add only at the edge: 15-16 moves 0.29 step 0 vs 0.45 final. Short paths lose to the sampler
+(6 moves: 0.90 step 0, 0.60 final): the final video inks cells past the goal that the step-0 x0-hat
+holds faintly. A probe fine-tuned 3000 steps on 6-24 moves kept that edge regime and widened it
+(18-24 moves: 0.13 step 0, 0.41 final, 63 cases) without reaching the issue's 90% in-domain.
+
 solution: "path", "routes" (just [path]), "moves", "right"/"down", "answer_boxes" and "ink", the
 same fields as `maze_routes` so the phenomena measures treat both alike.
 """
