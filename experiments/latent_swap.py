@@ -23,10 +23,10 @@ families), raw last frames would always stay nearer A's scene whatever the swap 
 Cases whose clean A and B draw the same change (nothing to flip to) are left out and counted.
 Where the subject has a scorer, "adopts" = the swapped video solves B's task (score >= `success`)
 as well. Figure `plots/flip_vs_layer.png` (and TensorBoard `plots/flip_vs_layer`): flip and adopt
-share per layer when the whole window `swap_steps` is swapped. With `per_step=true` every (layer, step) of the
-window is also swapped alone (one more run per pair, the layer and step traced: one compilation),
-giving `flip_share_per_step` [layers, steps] and the heatmap `plots/flip_layer_x_step.png`: at
-which step which layer still decides the answer.
+share per layer when the whole window `swap_steps` is swapped. With `per_step=true` every
+(layer, step) of the window is also swapped alone (one more run per pair, the layer and step
+traced: one compilation), giving `flip_share_per_step` [layers, steps] and the heatmap
+`plots/flip_layer_x_step.png`: at which step which layer still decides the answer.
 """
 
 from __future__ import annotations
@@ -112,12 +112,12 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
         per_pair = [[alone(*pair) for pair in row] for row in pairs] if config.per_step else []
         records = []
         for b, (case, alt) in enumerate(zip(cases, alts, strict=True)):
-            last_a, last_b = _drawn(video_a[b]), _drawn(video_b[b])
-            distinct = bool(np.abs(last_a - last_b).mean() > 0)
+            drawn_a, drawn_b = _drawn(video_a[b]), _drawn(video_b[b])
+            distinct = bool(np.abs(drawn_a - drawn_b).mean() > 0)
             flips, adopts, to_a, to_b = [], [], [], []
             for videos in per_layer:
-                last = _drawn(videos[b])
-                da, db = float(np.abs(last - last_a).mean()), float(np.abs(last - last_b).mean())
+                drawn = _drawn(videos[b])
+                da, db = float(np.abs(drawn - drawn_a).mean()), float(np.abs(drawn - drawn_b).mean())
                 to_a.append(da)
                 to_b.append(db)
                 flips.append(distinct and db < da)
@@ -126,7 +126,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
             extra = {}
             if config.per_step:
                 closer = [
-                    [_closer_to(_drawn(videos[b]), last_b, last_a) for videos in row] for row in per_pair
+                    [_closer_to(_drawn(videos[b]), drawn_b, drawn_a) for videos in row] for row in per_pair
                 ]
                 extra["flipped_per_step"] = [[distinct and c for c in row] for row in closer]
             records.append(
