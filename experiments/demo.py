@@ -13,9 +13,9 @@ on one page, `OUT/index.html` (`experiments.demo_page`):
      commit to its answer?) and, on multi-answer cases, the valid answers present per step;
   2. noise-perturbation: noise at each step vs noise at each frame on the `maze_long` family (the
      path grows over the frames, and the answer over the steps);
-  3. latent-swap: one block's hidden states swapped in from the alternative case at one step, for
-     every (block, step) of the first quarter of the steps (`move`: the same scene under the other
-     rule) -> the layer x step flip heatmap;
+  3. latent-swap: one block's hidden states swapped in from the alternative case (`move`: the same
+     scene under the other rule) at every step, and at each step alone -> flip share per block and
+     the block x step flip heatmap;
   4. ensemble: the training-free ensemble (3 seeds) against the plain sampler on every family,
      in-domain and held-out.
 """
@@ -52,7 +52,7 @@ def run_demo(out: str = "runs/demo", cases: int = 4, model: str | None = None, p
         out=out_dir / "noise-perturbation",
         progress=progress,
     )
-    print("3/4 latent-swap: one block at one step swapped in from the other rule's run (move family)")
+    print("3/4 latent-swap: one block swapped in from the other rule's run, at all steps and each alone")
     results["latent-swap"] = latent_swap.run(
         latent_swap.Config(data="toy:move", cases=cases, per_step=True),
         model=model,
@@ -122,15 +122,17 @@ def report(results: dict) -> str:
     swap = results["latent-swap"]
     if "flip_share_per_step" in swap:
         lines.append(
-            "\n## Which block at which step decides? (latent swap of one block at one step, move family: "
-            "share of cases whose answer flips to the other rule's)"
+            "\n## Which block at which step decides? (latent swap of one block, move family: share of "
+            "cases whose answer flips to the other rule's; the block swapped at every step, or at one alone)"
         )
         lines.append(
             common.markdown_table(
-                ["block \\ step", *[str(s) for s in swap["swap_steps"]]],
+                ["block \\ swapped at", "every step", *[f"step {s}" for s in swap["swap_steps"]]],
                 [
-                    [f"layer {k}", *row]
-                    for k, row in zip(swap["layers"], swap["flip_share_per_step"], strict=True)
+                    [f"layer {k}", whole, *row]
+                    for k, whole, row in zip(
+                        swap["layers"], swap["flip_share"], swap["flip_share_per_step"], strict=True
+                    )
                 ],
             )
         )

@@ -13,8 +13,9 @@ steps replaced by B's (`cosjax.swap_layer`, both CFG branches; the swap at step 
 at step s of B's own trajectory). Both runs start from the same initial noise.
 
 Protocol choices (the paper leaves them open): the swap replaces *all* tokens of layer k at the
-swap steps (default: the first quarter of the steps, where the toy commits to its answer); the
-direction is alternative -> case.
+swap steps (default: every step; on the shipped toy one block swapped at a few early steps flips
+nothing, because the answer is re-derived from the input at every step); the direction is
+alternative -> case.
 Outcome: a case "flips" at layer k when what the swapped video draws (its last frame minus its
 first frame) is closer (mean absolute pixel difference) to what B's clean video draws than to what
 A's does. The change from the first frame, not the last frame itself: the swapped run keeps A's
@@ -48,7 +49,7 @@ NAME = "latent-swap"
 class Config(common.BaseConfig):
     """Attributes (besides `common.BaseConfig`):
     layers: the layers k to swap (None = all).
-    swap_steps: the steps whose layer-k output is swapped (None = the first quarter, at least 1).
+    swap_steps: the steps whose layer-k output is swapped (None = every step).
     success: score threshold for "adopts".
     per_step: also swap every (layer, step) of the window alone: the layer x step flip heatmap.
     """
@@ -62,9 +63,7 @@ class Config(common.BaseConfig):
     def validate(self, subject, settings) -> None:
         super().validate(subject, settings)
         common.check_indices("layers", self.layers, subject.num_layers, "layers", "every layer")
-        common.check_indices(
-            "swap_steps", self.swap_steps, settings.steps, "steps", "the first quarter of the steps"
-        )
+        common.check_indices("swap_steps", self.swap_steps, settings.steps, "steps", "every step")
         common.check_number("success", self.success, 0.0, 1.0, optional=False)
 
 
@@ -73,7 +72,7 @@ def run(config: Config = Config(), model=None, out=None, progress=True, stop_aft
     steps = setup.settings.steps
     num_layers = setup.subject.num_layers
     layers = list(range(num_layers)) if config.layers is None else list(config.layers)
-    swap_steps = list(range(max(1, steps // 4))) if config.swap_steps is None else list(config.swap_steps)
+    swap_steps = list(range(steps)) if config.swap_steps is None else list(config.swap_steps)
     base = setup.sampler()
     clean_capture = jax.jit(capture(base, layers, swap_steps, what="hidden"))
     clean = jax.jit(base)

@@ -276,6 +276,8 @@ def test_demo_runs_the_four_experiments_and_reports(toy, tmp_path, capsys):
     headings = ("Several answers at once?", "the scorer reads latent frame", "Which block at which step")
     for heading in (*headings, "95% paired bootstrap"):
         assert heading in printed
+    # the latent swap covers the whole trajectory (one block at a few early steps flips nothing)
+    assert results["latent-swap"]["swap_steps"] == list(range(STEPS)) and "| every step |" in printed
     figures = demo_page_figures(tmp_path / "demo")
     names = {src.rsplit("/", 1)[-1] for src in figures}
     assert {
