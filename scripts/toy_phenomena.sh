@@ -10,8 +10,8 @@
 # latent-swap: in-domain cases per family, default 50; each case costs one run per step and frame,
 # or per layer and swapped step). Cases are the experiments' default seeds (100000 + i), disjoint
 # from the training seeds (0 ..) and from the preset sweep's (50000 +) and reference check's (70000 +).
-# SWAP_STEPS (env): the latent-swap window, default every step of the embedded model's 10-step
-# preset (each step also swapped alone); set it for a model whose preset has fewer steps.
+# SWAP_STEPS (env, e.g. 0,1,2): the latent-swap window, default every step of the model's preset
+# (each step of it also swapped alone).
 # Measured on the 2-core CPU with the defaults: the trajectory part (2400 cases) about 12 minutes
 # beside another job; the ensemble (4 trajectories per case) takes longer; the rest scales with PROBE_CASES.
 set -euo pipefail
@@ -21,9 +21,10 @@ out="${2:-runs/phenomena}"
 cases="${3:-300}"
 probe="${4:-50}"
 cosjax="${COSJAX:-.venv/bin/cosjax}"
-swap_steps="${SWAP_STEPS:-0,1,2,3,4,5,6,7,8,9}"
 args=(--quiet)
 if [ -n "$model" ]; then args+=(--model "$model"); fi
+swap=()
+if [ -n "${SWAP_STEPS:-}" ]; then swap=(swap_steps="$SWAP_STEPS"); fi
 
 "$cosjax" run trajectory "${args[@]}" --data toy:@both --out "$out/trajectory" \
   cases="$cases" labelled_grids=2 case_files=4
@@ -31,8 +32,10 @@ if [ -n "$model" ]; then args+=(--model "$model"); fi
 "$cosjax" run noise-perturbation "${args[@]}" --data toy:maze_long,maze_routes --out "$out/noise-perturbation" \
   cases="$probe"
 "$cosjax" run latent-swap "${args[@]}" --data toy:move --out "$out/latent-swap-move" \
-  cases="$probe" per_step=true swap_steps="$swap_steps"
+  cases="$probe" per_step=true "${swap[@]}"
 "$cosjax" run latent-swap "${args[@]}" --data toy:maze_long --out "$out/latent-swap-maze_long" \
-  cases="$probe" per_step=true swap_steps="$swap_steps"
+  cases="$probe" per_step=true "${swap[@]}"
 "$cosjax" run layer-energy "${args[@]}" --data toy --out "$out/layer-energy" cases=8
+"$cosjax" run information-flow "${args[@]}" --data toy --out "$out/information-flow" cases=16 \
+  perturb_steps=0,1,2,3,5,7,9
 echo "figures: $out/*/plots/*.png; tensorboard --logdir $out"
