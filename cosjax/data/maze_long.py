@@ -1,24 +1,25 @@
-"""Long maze (hard): draw the only path through an 8 x 8 maze, 6-16 moves long, growing frame by frame.
+"""Long maze (hard): draw the only path through an 8 x 8 maze, 12-24 moves long, growing frame by frame.
 
 Sizes: 32 x 32 RGB, 9 frames (4k + 1), `lattice.LATTICE_8`: 4-pixel cells (2 x 2 cells per toy
 token), 1-pixel walls on the top/left lattice lines (the frame edge closes the right and bottom),
 2 x 2-pixel markers and a 2-pixel path band, all on the even 2 x 2 blocks the toy pools into.
 The maze is perfect (recursive backtracker), so the path is unique and the task is a multi-step
-rule: the route through 6-16 cells has to be traced, which a single forward pass of a small
+rule: the route through 12-24 cells has to be traced, which a single forward pass of a small
 model cannot do from the first frame alone (the shipped maze needs 3-6 moves on 4 x 4).
 The video extends the path one move at a time: frame k shows the first round(k * moves / 8) moves,
 so the toy's keyframes 0, 4, 8 hold none, half and all of it.
 
 The move count is drawn uniformly from the range, then a goal at exactly that distance.
-In-domain paths take 6-16 moves (narrowed from 8-20: a 10000-step probe of the 4-layer toy solved
-8 of 24 of those); held-out paths take 24-40, lengths never seen in training.
+In-domain paths take 12-24 moves; held-out paths take 28-40, lengths never seen in training.
+The range was 8-20 first (a 10000-step probe of the 4-layer toy solved 8 of 24 of those), then
+6-16, on which the model trained by the same recipe decided the path in one pass (step-0 x0-hat
+solved 0.677 vs final 0.650, 300 cases): the steps had nothing to add below about 14 moves.
 
-Measured on the shipped model (preset, 300 cases per split; `cosjax run trajectory` "by_length"):
-one pass decides up to about 14 moves (step-0 x0-hat solved share at or above the final's), and the
-steps add only at the edge: 15-16 moves 0.29 step 0 vs 0.45 final. Short paths lose to the sampler
-(6 moves: 0.90 step 0, 0.60 final): the final video inks cells past the goal that the step-0 x0-hat
-holds faintly. A probe fine-tuned 3000 steps on 6-24 moves kept that edge regime and widened it
-(18-24 moves: 0.13 step 0, 0.41 final, 63 cases) without reaching the issue's 90% in-domain.
+Measured on the shipped model (its preset; 300 cases per split, seeds 100000+; `cosjax run
+trajectory` "by_length"): in-domain the final video solves 0.387 and the step-0 x0-hat 0.220, and
+the median solved case commits at step 1; the gap grows with the length: 12-14 moves 0.40 at step
+0 vs 0.42 final (72 cases), 15-20 moves 0.23 vs 0.41 (135), 21-24 moves 0.065 vs 0.33 (93).
+Held-out (28-40 moves): 0.003 at step 0 vs 0.123 final, median commit at step 2.
 
 solution: "path", "routes" (just [path]), "moves", "right"/"down", "answer_boxes" and "ink", the
 same fields as `maze_routes` so the phenomena measures treat both alike.
@@ -36,8 +37,8 @@ from cosjax.data.render import last_frame
 NAME = "maze_long"
 LATTICE = LATTICE_8
 N = LATTICE.n
-IN_DOMAIN_MOVES = (6, 16)
-HELD_OUT_MOVES = (24, 40)
+IN_DOMAIN_MOVES = (12, 24)
+HELD_OUT_MOVES = (28, 40)
 
 
 def generate(seed: int, held_out: bool = False) -> Case:
