@@ -12,8 +12,8 @@
 # from the training seeds (0 ..) and from the preset sweep's (50000 +) and reference check's (70000 +).
 # SWAP_STEPS (env, e.g. 0,1,2): the latent-swap window, default every step of the model's preset
 # (each step of it also swapped alone).
-# Measured on the 2-core CPU with the defaults: the trajectory part (2400 cases) about 12 minutes
-# beside another job; the ensemble (4 trajectories per case) takes longer; the rest scales with PROBE_CASES.
+# Measured with the defaults on an idle 2-core CPU, the embedded model: 6.1 minutes in all (on an
+# older machine beside another job the trajectory part alone took 12); probes scale with PROBE_CASES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-}"
