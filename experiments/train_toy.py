@@ -32,7 +32,7 @@ Why these numbers (each measured on the 2-core machine; "solved" = score >= 0.5)
     model trained at weight 10 throughout (the previous shipped one) flooded mazes and drew two
     routes at once. On 128 in-domain cases per family (seeds 70000+, preset 20 Euler steps, shift 4,
     guidance 3; maze_long still on 6-16 moves) it solved maze_routes 0.578 (final exactly one route
-    0.594), maze_long 0.578, move and pattern 1.0; this recipe solved maze_routes 0.797 (exactly
+    0.594), maze_long 0.578, move and pattern 1.0; weight 1 at the end solved maze_routes 0.797 (exactly
     one 0.844, >= 2 routes in the step-0 x0-hat 0.812), maze_long 0.703, move 0.992, pattern 1.0.
   * 22000 steps: the shipped run took 2493 s (41.5 min, 9.3 steps/s) on an idle 2-core machine;
     the same recipe took 4335 s on an older one, and the previous shipped run (6-16 moves) 6761 s
