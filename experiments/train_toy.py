@@ -28,6 +28,11 @@ Why these numbers (each measured on the 2-core machine; "solved" = score >= 0.5)
     did the task and the steps added nothing; on 12-24 the final video solves 0.387 and the step-0
     x0-hat 0.220 (median commit step 1; `cosjax.data.maze_long` gives the figures by length): fewer
     solved, but solved along the steps, which is what the embedded model is for.
+  * 4 layers, not 8: this recipe with `layers=8` (4682 s on 12-24 moves, 4288 s on 16-28; 300
+    in-domain cases, the same preset) solves more maze_long, 0.590 and 0.597, but in one pass: the
+    step-0 x0-hat solves 0.507 and 0.583 (median commit step 0). Trained on 16-28 moves (held-out
+    30-40) its step-0 solved share is flat in the length (0.56-0.60 per 4-move bin from 16 to 28
+    moves, 0.41 held-out), so longer paths do not give the deeper network's steps anything to add.
   * the last 3000 steps at change weight 1 (`cosjax.toy.train.change_weight_at` says why): the
     model trained at weight 10 throughout (the previous shipped one) flooded mazes and drew two
     routes at once. On 128 in-domain cases per family (seeds 70000+, preset 20 Euler steps, shift 4,
